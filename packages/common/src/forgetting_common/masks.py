@@ -1,0 +1,319 @@
+"""Keep-masks over parameters, and what to do with the entries they drop.
+
+A *mask* is a boolean tensor shaped like a parameter: ``True`` keeps an entry, ``False``
+forgets it. Masks are built per tensor (:func:`random_mask`, :func:`magnitude_mask`) or over
+many tensors at once (:func:`global_magnitude_mask`), from any reference tensor: the current
+weights, the initial weights, or a score such as SNIP's ``|w * grad|``.
+
+Forgotten entries are then re-initialised (:func:`apply_reinit`), zeroed (:func:`apply_zero`)
+or rewound to stored values (:func:`rewind`). Parameters are chosen by name with
+:func:`select_parameters` and :func:`parameters_from` (the later-layer forgetting rule:
+"this parameter and every one registered after it").
+
+Counting rule, shared by every package: with ``n`` entries and keep fraction ``keep``, a
+magnitude mask forgets exactly ``prune_count(n, keep) = floor(n * (1 - keep))`` entries
+(the originals' ``int(n * rate)``, made robust to floating-point error, e.g. ``n=10,
+keep=0.9`` forgets 1 entry, not 0), the smallest first, ties broken by position (earlier
+entries go first).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterable, Mapping
+
+import torch
+from torch import nn
+
+Masks = dict[str, torch.Tensor]
+
+
+# --------------------------------------------------------------------------- selection
+def select_parameters(
+    model: nn.Module,
+    *,
+    include: Iterable[str] | None = None,
+    exclude_substrings: Iterable[str] = (),
+    predicate: Callable[[str, nn.Parameter], bool] | None = None,
+) -> list[tuple[str, nn.Parameter]]:
+    """Ordered ``(name, parameter)`` pairs, filtered by exact names, excluded substrings or a predicate."""
+    wanted = set(include) if include is not None else None
+    excluded = tuple(exclude_substrings)
+    chosen = []
+    for name, param in model.named_parameters():
+        if wanted is not None and name not in wanted:
+            continue
+        if any(part in name for part in excluded):
+            continue
+        if predicate is not None and not predicate(name, param):
+            continue
+        chosen.append((name, param))
+    return chosen
+
+
+def parameters_from(model: nn.Module, start: str) -> list[str]:
+    """Names of the first parameter whose name starts with ``start`` and of every one after it.
+
+    Registration order is the order of ``named_parameters()``. An unknown ``start`` is a
+    ``KeyError`` that lists the top-level names the model has.
+    """
+    names = [name for name, _ in model.named_parameters()]
+    for index, name in enumerate(names):
+        if name == start or name.startswith(start + ".") or name.startswith(start):
+            return names[index:]
+    tops = sorted({name.split(".")[0] for name in names})
+    raise KeyError(f"no parameter name starts with {start!r}; the model's top-level names are {tops}")
+
+
+# --------------------------------------------------------------------------- building
+def prune_count(numel: int, keep: float) -> int:
+    """How many of ``numel`` entries a keep fraction ``keep`` forgets: ``floor(numel * (1 - keep))``."""
+    _check_keep(keep)
+    return min(numel, int(math.floor(numel * (1.0 - keep) + 1e-9)))
+
+
+def _check_keep(keep: float) -> None:
+    if not 0.0 <= keep <= 1.0 or math.isnan(keep):
+        raise ValueError(f"keep fraction must be in [0, 1], got {keep}")
+
+
+def random_mask(
+    like: torch.Tensor, keep: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Independent Bernoulli(keep) per entry, drawn as ``U[0,1) < keep`` on the CPU.
+
+    Drawing on the CPU makes the mask the same on every device for a given generator;
+    ``generator=None`` uses torch's global CPU stream, as the originals did. The kept
+    fraction is only approximately ``keep``; use :func:`exact_random_mask` for an exact count.
+    """
+    _check_keep(keep)
+    draws = torch.rand(like.shape, generator=generator, device="cpu")
+    return (draws < keep).to(like.device)
+
+
+def exact_random_mask(
+    like: torch.Tensor, keep: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """A uniformly random mask forgetting exactly ``prune_count(numel, keep)`` entries."""
+    n = like.numel()
+    forget = prune_count(n, keep)
+    order = torch.randperm(n, generator=generator, device="cpu")
+    flat = torch.ones(n, dtype=torch.bool)
+    flat[order[:forget]] = False
+    return flat.view(like.shape).to(like.device)
+
+
+def magnitude_mask(reference: torch.Tensor, keep: float) -> torch.Tensor:
+    """Forget the ``prune_count`` entries of smallest ``|reference|``; keep the rest.
+
+    Ties are broken by position (a stable sort), so the result is deterministic.
+    """
+    n = reference.numel()
+    forget = prune_count(n, keep)
+    flat = torch.ones(n, dtype=torch.bool, device=reference.device)
+    if forget:
+        order = torch.sort(reference.detach().abs().flatten(), stable=True).indices
+        flat[order[:forget]] = False
+    return flat.view(reference.shape)
+
+
+def global_magnitude_mask(references: Mapping[str, torch.Tensor], keep: float) -> Masks:
+    """One ranking over all tensors: forget the ``prune_count(N, keep)`` smallest ``|score|``.
+
+    ``N`` is the total number of entries. Ties are broken by position in the concatenation
+    (tensor order, then entry order).
+    """
+    names = list(references)
+    if not names:
+        return {}
+    flats = [references[name].detach().abs().flatten() for name in names]
+    device = flats[0].device
+    scores = torch.cat([f.to(device, torch.float32) for f in flats])
+    forget = prune_count(scores.numel(), keep)
+    keep_flat = torch.ones(scores.numel(), dtype=torch.bool, device=device)
+    if forget:
+        keep_flat[torch.sort(scores, stable=True).indices[:forget]] = False
+    masks: Masks = {}
+    offset = 0
+    for name, flat in zip(names, flats):
+        size = flat.numel()
+        masks[name] = keep_flat[offset : offset + size].view(references[name].shape).to(references[name].device)
+        offset += size
+    return masks
+
+
+def build_masks(
+    references: Mapping[str, torch.Tensor],
+    keep: float | Callable[[str], float],
+    kind: str = "random",
+    generator: torch.Generator | None = None,
+) -> Masks:
+    """Per-tensor masks for every named reference tensor.
+
+    ``keep`` is one fraction or a function of the name (per-layer rules);
+    ``kind`` is ``"random"`` (Bernoulli), ``"exact_random"`` or ``"magnitude"``.
+    Tensors are visited in the mapping's order, so random draws are reproducible.
+    """
+    rate = keep if callable(keep) else (lambda _name: keep)
+    masks: Masks = {}
+    for name, ref in references.items():
+        k = rate(name)
+        if kind == "random":
+            masks[name] = random_mask(ref, k, generator)
+        elif kind == "exact_random":
+            masks[name] = exact_random_mask(ref, k, generator)
+        elif kind == "magnitude":
+            masks[name] = magnitude_mask(ref, k)
+        else:
+            raise ValueError(f"unknown mask kind {kind!r}; use random, exact_random or magnitude")
+    return masks
+
+
+def full_masks(references: Mapping[str, torch.Tensor], keep: bool) -> Masks:
+    """All-``keep`` masks: ``False`` forgets whole tensors (later-layer forgetting)."""
+    return {name: torch.full_like(ref, keep, dtype=torch.bool) for name, ref in references.items()}
+
+
+def named_tensors(model: nn.Module, names: Iterable[str]) -> dict[str, torch.Tensor]:
+    """``{name: parameter data}`` for the named parameters, in the given order."""
+    params = dict(model.named_parameters())
+    return {name: params[name].detach() for name in names}
+
+
+def kept_fraction(masks: Mapping[str, torch.Tensor]) -> float:
+    """The fraction of entries kept over all masks."""
+    total = sum(m.numel() for m in masks.values())
+    return float(sum(int(m.sum()) for m in masks.values())) / total if total else 1.0
+
+
+# --------------------------------------------------------------------------- applying
+def snapshot(model: nn.Module, names: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
+    """Detached copies of parameters (all, or the named ones), for rewinding later."""
+    wanted = set(names) if names is not None else None
+    return {
+        name: param.detach().clone()
+        for name, param in model.named_parameters()
+        if wanted is None or name in wanted
+    }
+
+
+@torch.no_grad()
+def apply_zero(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
+    """Zero the forgotten entries of each masked parameter (on whatever device it lives)."""
+    params = dict(model.named_parameters())
+    for name, mask in masks.items():
+        param = params[name]
+        param.mul_(mask.to(device=param.device, dtype=param.dtype))
+
+
+@torch.no_grad()
+def rewind(
+    model: nn.Module,
+    stored: Mapping[str, torch.Tensor],
+    masks: Mapping[str, torch.Tensor] | None = None,
+) -> None:
+    """Write stored values back: everywhere, or only where ``masks`` is ``False`` (forgotten)."""
+    params = dict(model.named_parameters())
+    for name, value in stored.items():
+        param = params[name]
+        value = value.to(device=param.device, dtype=param.dtype)
+        if masks is None or name not in masks:
+            if masks is None:
+                param.copy_(value)
+            continue
+        param.copy_(torch.where(masks[name].to(param.device), param, value))
+
+
+def default_reinit(module: nn.Module) -> None:
+    """The layers' own default initialisers: ``reset_parameters`` of the module and every submodule."""
+    for sub in module.modules():
+        reset = getattr(sub, "reset_parameters", None)
+        if callable(reset):
+            reset()
+
+
+def owning_modules(model: nn.Module, names: Iterable[str]) -> list[tuple[str, nn.Module]]:
+    """The modules that directly own the named parameters, in registration order."""
+    wanted = set(names)
+    owners = []
+    for mod_name, module in model.named_modules():
+        prefix = f"{mod_name}." if mod_name else ""
+        if any(prefix + p in wanted for p, _ in module.named_parameters(recurse=False)):
+            owners.append((mod_name, module))
+    return owners
+
+
+@torch.no_grad()
+def apply_reinit(
+    model: nn.Module,
+    masks: Mapping[str, torch.Tensor],
+    *,
+    modules: Iterable[tuple[str, nn.Module]] | None = None,
+    init_fn: Callable[[nn.Module], None] = default_reinit,
+    generator: torch.Generator | None = None,
+    unmasked: str = "keep",
+) -> None:
+    """Re-initialise forgotten entries: re-draw each module, then write kept entries back.
+
+    ``modules``: ``(name, module)`` pairs to re-draw, each with all its parameters (default:
+    the modules that directly own a masked parameter, each with its own parameters). A masked
+    parameter keeps its values where its mask is True. ``unmasked`` decides a re-drawn
+    module's other parameters: ``"keep"`` restores them, ``"reinit"`` leaves them freshly
+    drawn (the fortuitous-forgetting scripts re-draw every bias this way).
+
+    ``generator=None`` draws from torch's global RNG in place, on the model's device, as the
+    originals did. With a generator, each module is re-drawn on a CPU copy under a seed taken
+    from that generator, so the values are the same on every device.
+    """
+    if unmasked not in ("keep", "reinit"):
+        raise ValueError(f"unmasked must be 'keep' or 'reinit', got {unmasked!r}")
+    recurse = modules is not None
+    chosen = list(modules) if modules is not None else owning_modules(model, masks)
+    for mod_name, module in chosen:
+        prefix = f"{mod_name}." if mod_name else ""
+        params = dict(module.named_parameters(recurse=recurse))
+        saved = {rel: param.detach().clone() for rel, param in params.items()}
+        if generator is None:
+            init_fn(module)
+            fresh = {rel: param.detach() for rel, param in params.items()}
+        else:
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+            cpu_copy = copy.deepcopy(module).to("cpu")
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                init_fn(cpu_copy)
+            fresh = {rel: p.detach() for rel, p in cpu_copy.named_parameters(recurse=recurse)}
+        for rel, param in params.items():
+            name = prefix + rel
+            new = fresh[rel].to(device=param.device, dtype=param.dtype)
+            if name in masks:
+                value = torch.where(masks[name].to(param.device), saved[rel], new)
+            elif unmasked == "keep":
+                value = saved[rel]
+            else:
+                value = new
+            param.copy_(value)
+
+
+def forget(
+    model: nn.Module,
+    masks: Mapping[str, torch.Tensor],
+    how: str = "reinit",
+    *,
+    stored: Mapping[str, torch.Tensor] | None = None,
+    generator: torch.Generator | None = None,
+    unmasked: str = "keep",
+) -> None:
+    """Apply masks one way: ``"reinit"``, ``"zero"`` or ``"rewind"`` (to ``stored`` values)."""
+    if how == "reinit":
+        apply_reinit(model, masks, generator=generator, unmasked=unmasked)
+    elif how == "zero":
+        apply_zero(model, masks)
+    elif how == "rewind":
+        if stored is None:
+            raise ValueError("rewinding needs the stored values")
+        rewind(model, stored, masks)
+    else:
+        raise ValueError(f"unknown way to forget {how!r}; use reinit, zero or rewind")
+

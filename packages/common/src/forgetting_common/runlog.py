@@ -1,0 +1,179 @@
+"""One output folder per run: ``config.json``, ``metrics.jsonl``, TensorBoard scalars, progress.
+
+``RunLog`` is the one place a training loop reports to::
+
+    log = RunLog.create("runs/exp1", config=vars(args), tensorboard=True)
+    for step in log.progress(range(n), desc="train"):
+        ...
+        log.log({"loss": loss}, step=step)
+    log.close()
+
+Finished results are never overwritten silently: creating a run in a folder that already holds
+a ``config.json`` raises :class:`UserError` unless ``resume=True`` (append) or
+``overwrite=True`` is given.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from forgetting_common.atomic import atomic_write_json
+from forgetting_common.cli import config_dict
+from forgetting_common.errors import UserError
+
+
+def progress_enabled(quiet: bool = False) -> bool:
+    """Bars show only on a terminal and without ``--quiet``."""
+    return not quiet and sys.stderr.isatty()
+
+
+def progress(iterable: Iterable | None = None, *, quiet: bool = False, **kwargs: Any) -> tqdm:
+    """A tqdm bar that is silent off a terminal or with ``quiet``."""
+    return tqdm(iterable, disable=not progress_enabled(quiet), dynamic_ncols=True, **kwargs)
+
+
+def _scalar(value: Any) -> Any:
+    if hasattr(value, "item") and getattr(value, "numel", lambda: 1)() == 1:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else (1e308 if value > 0 else -1e308)
+    return value
+
+
+class RunLog:
+    """An output folder with configuration, metrics, TensorBoard and optional W&B."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        tensorboard: bool = True,
+        quiet: bool = False,
+        wandb_run: Any = None,
+    ) -> None:
+        self.dir = directory
+        self.quiet = quiet
+        self._metrics = open(directory / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        self._tb = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(logdir=str(directory / "tensorboard"))
+        self._wandb = wandb_run
+        self._start = time.time()
+
+    @classmethod
+    def create(
+        cls,
+        directory: str | os.PathLike[str],
+        config: Mapping[str, Any] | Any | None = None,
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        tensorboard: bool = True,
+        quiet: bool = False,
+        wandb: Mapping[str, Any] | None = None,
+    ) -> RunLog:
+        """Make (or, with ``resume``, reopen) a run folder and write ``config.json`` atomically.
+
+        ``wandb``: keyword arguments for ``wandb.init`` (project, group, name …); W&B is
+        imported only then, and its absence is a :class:`UserError` with the fix.
+        """
+        path = Path(directory)
+        if path.exists() and not path.is_dir():
+            raise UserError(f"output folder {path} exists and is not a folder")
+        if (path / "config.json").exists() and not (resume or overwrite):
+            raise UserError(
+                f"{path} already holds a finished or running run (config.json); "
+                "choose another output folder, or resume it"
+            )
+        path.mkdir(parents=True, exist_ok=True)
+        if overwrite and not resume:
+            (path / "metrics.jsonl").unlink(missing_ok=True)
+        resolved = config_dict(config if config is not None else {}) if not isinstance(config, Mapping) else config_dict(dict(config))
+        atomic_write_json(path / "config.json", resolved)
+        wandb_run = init_wandb(config=resolved, **wandb) if wandb is not None else None
+        return cls(path, tensorboard=tensorboard, quiet=quiet, wandb_run=wandb_run)
+
+    def log(self, metrics: Mapping[str, Any], step: int | None = None, *, prefix: str = "") -> None:
+        """Append one JSON line (``step``, ``time`` and the metrics) and write TensorBoard scalars."""
+        record: dict[str, Any] = {}
+        if step is not None:
+            record["step"] = int(step)
+        record["time"] = round(time.time() - self._start, 3)
+        for key, value in metrics.items():
+            record[prefix + key] = _scalar(value)
+        self._metrics.write(json.dumps(record) + "\n")
+        self._metrics.flush()
+        if self._tb is not None:
+            for key, value in record.items():
+                if key in ("step", "time") or not isinstance(value, int | float) or isinstance(value, bool):
+                    continue
+                self._tb.add_scalar(key, value, global_step=step if step is not None else 0)
+        if self._wandb is not None:
+            self._wandb.log({k: v for k, v in record.items() if k != "step"}, step=step)
+
+    def progress(self, iterable: Iterable | None = None, **kwargs: Any) -> tqdm:
+        return progress(iterable, quiet=self.quiet, **kwargs)
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        """Write ``obj`` as ``<run>/<name>`` atomically."""
+        return atomic_write_json(self.dir / name, obj)
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    @property
+    def tensorboard(self):
+        """The tensorboardX ``SummaryWriter`` (or None), for images, histograms and text."""
+        return self._tb
+
+    def close(self) -> None:
+        self._metrics.close()
+        if self._tb is not None:
+            self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+    def __enter__(self) -> RunLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` file (or of the run folder holding one)."""
+    target = Path(path)
+    if target.is_dir():
+        target = target / "metrics.jsonl"
+    with open(target, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def init_wandb(**kwargs: Any) -> Any:
+    """Import W&B only now, and start a run; a missing W&B is a clear :class:`UserError`."""
+    try:
+        import wandb
+    except ImportError as err:
+        raise UserError(
+            "W&B logging was asked for but wandb is not installed; "
+            "install it (uv sync --extra wandb) or pass --no_wandb"
+        ) from err
+    return wandb.init(**kwargs)
+
+
+def wandb_available() -> bool:
+    """Whether wandb imports (without importing it twice or failing)."""
+    import importlib.util
+
+    return importlib.util.find_spec("wandb") is not None

@@ -1,0 +1,1 @@
+"""ease_of_teaching."""

@@ -1,0 +1,1 @@
+"""targeted_forgetting."""
