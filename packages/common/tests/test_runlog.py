@@ -1,0 +1,44 @@
+import json
+
+import pytest
+
+from forgetting_common.atomic import atomic_torch_save, atomic_write_json
+from forgetting_common.errors import UserError
+from forgetting_common.runlog import RunLog, init_wandb, read_metrics, wandb_available
+
+
+def test_runlog_writes_config_metrics_and_tensorboard(tmp_path):
+    run = tmp_path / "run"
+    with RunLog.create(run, config={"lr": 0.1, "dims": (3, 4)}, quiet=True) as log:
+        log.log({"loss": 1.5, "acc": 0.25, "note": "x"}, step=0)
+        log.log({"loss": float("nan")}, step=1)
+    assert json.loads((run / "config.json").read_text()) == {"lr": 0.1, "dims": [3, 4]}
+    records = read_metrics(run)
+    assert [r["step"] for r in records] == [0, 1]
+    assert records[0]["loss"] == 1.5 and records[1]["loss"] is None
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_runlog_refuses_to_overwrite_and_resumes(tmp_path):
+    run = tmp_path / "run"
+    RunLog.create(run, config={"a": 1}, tensorboard=False).close()
+    with pytest.raises(UserError, match="already holds"):
+        RunLog.create(run, config={"a": 2})
+    assert json.loads((run / "config.json").read_text()) == {"a": 1}
+    log = RunLog.create(run, config={"a": 1}, resume=True, tensorboard=False)
+    log.log({"x": 1}, step=5)
+    log.close()
+    assert read_metrics(run)[-1]["x"] == 1
+
+
+def test_atomic_writes_leave_no_temporary_files(tmp_path):
+    atomic_write_json(tmp_path / "a.json", {"k": [1, 2]})
+    atomic_torch_save({"w": 1}, tmp_path / "ckpt.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "ckpt.pt"]
+
+
+def test_missing_wandb_is_a_clear_error():
+    if wandb_available():
+        pytest.skip("wandb is installed here")
+    with pytest.raises(UserError, match="--no_wandb"):
+        init_wandb(project="x")

@@ -1,0 +1,178 @@
+"""The command line of ``train_KE_cls.py``: every original flag, the derived fields, the run name."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import warnings
+from pathlib import Path
+
+from forgetting_common.cli import OneLineErrorParser, add_common_flags
+from forgetting_common.errors import UserError
+
+from llf_ke.models import ARCH_CHOICES, UNSUPPORTED_ARCHS
+
+#: --set -> (number of classes, whether a separate test split is evaluated).
+SETS: dict[str, tuple[int, bool]] = {
+    "Flower102Pytorch": (102, True),
+    "Flower102": (102, True),
+    "CUB200": (200, False),
+    "Aircrafts": (100, True),
+    "Dog120": (120, False),
+    "MIT67": (67, False),
+    "CIFAR10": (10, False),
+    "CIFAR10val": (10, False),
+    "CIFAR100": (100, False),
+    "CIFAR100val": (100, False),
+    "tinyImagenet_full": (200, False),
+    "tinyImagenet_val": (200, False),
+    "CUB200_val": (200, False),
+    "Dog120_val": (120, False),
+    "MIT67_val": (67, False),
+    # extension: any <data>/Folder/{train,val,test}/<class>/ tree; classes counted from disk
+    "Folder": (0, True),
+}
+OPTIMIZERS = ("sgd", "sgd_TEMP", "adam", "rmsprop", "adamw")
+LR_POLICIES = ("cosine_lr", "constant_lr", "val_dependent_lr", "multistep_lr", "step_lr", "long_cosine_lr")
+INITS = ("kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_constant",
+         "signed_constant", "unsigned_constant", "standard")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineErrorParser(prog="train_KE_cls.py", description="Knowledge Evolution / Later-Layer Forgetting")
+    p.add_argument("--data", default="./datasets", help="root holding <set>/{train,val,test}/<class>/")
+    p.add_argument("--optimizer", default="sgd", help="sgd, sgd_TEMP (trainable parameters only), adam, rmsprop, adamw")
+    p.add_argument("--set", default="Flower102", choices=list(SETS), help="dataset")
+    p.add_argument("-a", "--arch", default="Split_ResNet18", choices=ARCH_CHOICES, help="architecture")
+    p.add_argument("--config_file", default=None, help="accepted and ignored, as in the original")
+    p.add_argument("--log-dir", dest="log_dir", default=None, help="where per-generation run folders go")
+    p.add_argument("--evolve_mode", default="rand", choices=["rand", "zero"], help="re-initialise the reset part randomly or with zeros")
+    p.add_argument("-t", "--num_threads", type=int, default=10, help="data-loader workers")
+    p.add_argument("--epochs", type=int, default=200, help="epochs per generation")
+    p.add_argument("--eval_intermediate_tst", type=int, default=0, help="evaluate the test split every N epochs instead of at the end")
+    p.add_argument("--start-epoch", dest="start_epoch", type=int, default=None, help="overwritten with 0 each generation")
+    p.add_argument("-b", "--batch_size", type=int, default=32)
+    p.add_argument("--lr", "--learning-rate", dest="lr", type=float, default=0.256)
+    p.add_argument("--warmup_length", type=int, default=5, help="warm-up epochs")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--wd", "--weight_decay", dest="weight_decay", type=float, default=1e-4)
+    p.add_argument("-p", "--print-freq", dest="print_freq", type=int, default=10000)
+    p.add_argument("--samples_per_class", type=int, default=1)
+    p.add_argument("--alpha", type=float, default=32)
+    p.add_argument("--warm", type=int, default=1)
+    p.add_argument("--resume", default="", help="continue an interrupted run: a checkpoint file, or 'auto' / any value to use the run's own last checkpoint")
+    p.add_argument("--reset_layer_name", default=None, help="LLF: reset the first parameter whose name contains this and all after it")
+    p.add_argument("--pretrained", default=None, help="checkpoint to start from")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--gpu", type=int, default=0)
+    p.add_argument("--test_interval", type=int, default=10)
+    p.add_argument("--lr_policy", default="cosine_lr", choices=LR_POLICIES)
+    p.add_argument("--multistep-lr-adjust", dest="multistep_lr_adjust", type=int, default=30)
+    p.add_argument("--multistep-lr-gamma", dest="multistep_lr_gamma", type=float, default=0.1)
+    p.add_argument("--name", default=None)
+    p.add_argument("--log_file", default="train_log.txt")
+    p.add_argument("--save_every", type=int, default=-1)
+    p.add_argument("--num_generations", type=int, default=5)
+    p.add_argument("--lr-decay-step", dest="lr_decay_step", type=int, default=10)
+    p.add_argument("--lr-decay-gamma", dest="lr_decay_gamma", type=float, default=0.5)
+    p.add_argument("--split_rate", type=float, default=0.5)
+    p.add_argument("--bias_split_rate", type=float, default=0.5)
+    p.add_argument("--slim_factor", type=float, default=1.0)
+    p.add_argument("--split_mode", default="wels", choices=["kels", "wels"])
+    p.add_argument("--conv_type", default="SplitConv", choices=["SplitConv", "DenseConv"])
+    p.add_argument("--linear_type", default="SplitLinear", choices=["SplitLinear", "DenseLinear"])
+    p.add_argument("--mode", default="fan_in", choices=["fan_in", "fan_out"])
+    p.add_argument("--nonlinearity", default="relu")
+    p.add_argument("--bn_type", default="SplitBatchNorm", choices=["NormalBatchNorm", "NonAffineBatchNorm", "SplitBatchNorm"])
+    p.add_argument("--init", default="kaiming_normal", choices=INITS)
+    p.add_argument("--no-bn-decay", dest="no_bn_decay", action="store_true")
+    p.add_argument("--scale-fan", dest="scale_fan", action="store_true")
+    p.add_argument("--save_model", action="store_true")
+    p.add_argument("--cs_kd", action="store_true")
+    p.add_argument("--reset_hypothesis", action="store_true")
+    p.add_argument("--reverse_reset", action="store_true")
+    p.add_argument("--reverse_freeze", action="store_true")
+    p.add_argument("--freeze_non_reset", action="store_true")
+    p.add_argument("--no_wandb", action="store_true")
+    p.add_argument("--group_vars", nargs="+", default="")
+    p.add_argument("--label_smoothing", type=float, default=0.1)
+    p.add_argument("--trainer", default="default")
+    p.add_argument("--reset_bn", action="store_true")
+    p.add_argument("--no_reset", action="store_true")
+    p.add_argument("--fix_seed", action="store_true")
+    # ---- extensions (defaults keep the original behaviour)
+    add_common_flags(p)
+    p.add_argument("--checkpoints_dir", default="./checkpoints", help="checkpoint root (created if missing)")
+    p.add_argument("--image_size", type=int, default=224, help="crop size; images are first squashed to round(N*256/224)")
+    p.add_argument("--init_seed", type=int, default=None, help="seed every RNG once at start (no per-generation re-seeding)")
+    p.add_argument("--eval_after_reset", action="store_true", help="also evaluate the test split right after each reset")
+    p.add_argument("--no_flip", action="store_true", help="no random horizontal flip (e.g. for digits)")
+    p.add_argument("--stop_after_generation", type=int, default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def run_name(a: argparse.Namespace) -> str:
+    """The original's run name, trailing slash included."""
+    return (f"SPLT_CLS_{a.set}_{a.arch}_cskd{a.cs_kd}_smth{a.label_smoothing}_k{a.split_rate}"
+            f"_G{a.num_generations}_e{a.epochs}_ev{a.evolve_mode}_hReset{a.reset_hypothesis}"
+            f"_sm{a.split_mode}_{a.name}_seed{a.seed}/")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse, validate and add the derived fields (num_cls, eval_tst, name, exp_dir ...)."""
+    args = build_parser().parse_args(argv)
+    args.user_name = args.name
+    if args.config_file:
+        warnings.warn("--config_file is ignored (the original never read it)", stacklevel=2)
+    validate(args)
+    num_cls, eval_tst = SETS[args.set]
+    args.num_cls = num_cls
+    args.eval_tst = eval_tst
+    if args.cs_kd:
+        args.samples_per_class = 2
+        args.label_smoothing = 0.0
+    args.bias_split_rate = args.split_rate
+    args.group_name = args.name
+    args.trainer = "default_cls"
+    args.name = run_name(args)
+    args.exp_name = args.name.rstrip("/")
+    args.exp_dir = str(Path(args.checkpoints_dir) / Path(os.getcwd()).name / args.name.rstrip("/"))
+    return args
+
+
+def validate(a: argparse.Namespace) -> None:
+    if a.arch in UNSUPPORTED_ARCHS:
+        raise UserError(f"--arch {a.arch}: DenseNet and GoogLeNet (channel-concatenation masks) are not "
+                        "part of this re-implementation; use Split_ResNet18/34/50/101, the Norm variants, vgg11 or vgg11_bn")
+    if not 0.0 < a.split_rate < 1.0:
+        raise UserError(f"--split_rate {a.split_rate}: must be above 0 and below 1 (the reset part re-initialises "
+                        "the entries the fit hypothesis does not keep)")
+    for flag, value, low in (("--epochs", a.epochs, 1), ("--num_generations", a.num_generations, 1),
+                             ("--batch_size", a.batch_size, 1), ("--test_interval", a.test_interval, 1),
+                             ("--image_size", a.image_size, 8), ("--num_threads", a.num_threads, 0),
+                             ("--warmup_length", a.warmup_length, 0), ("--eval_intermediate_tst", a.eval_intermediate_tst, 0)):
+        if value < low:
+            raise UserError(f"{flag} {value}: must be at least {low}")
+    if a.optimizer not in OPTIMIZERS:
+        raise UserError(f"--optimizer {a.optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
+    if a.lr <= 0:
+        raise UserError(f"--lr {a.lr}: must be positive")
+    if not 0.0 <= a.label_smoothing < 1.0:
+        raise UserError(f"--label_smoothing {a.label_smoothing}: must be in [0, 1)")
+    if a.reset_hypothesis and a.split_mode == "kels":
+        raise UserError("--reset_hypothesis redraws WELS masks; it does not work with --split_mode kels")
+    if a.freeze_non_reset and not a.reset_layer_name:
+        raise UserError("--freeze_non_reset needs --reset_layer_name (it decides which layers freeze)")
+    if a.freeze_non_reset and a.reverse_reset:
+        raise UserError("--freeze_non_reset with --reverse_reset is unsupported (as in the original)")
+    if a.fix_seed and a.seed is None:
+        raise UserError("--fix_seed needs --seed N")
+    if a.scale_fan:
+        raise UserError("--scale-fan is not supported (it crashed in the original: prune_rate is never defined)")
+    if a.cs_kd:
+        raise UserError("--cs_kd (class-wise self-knowledge distillation) is not part of this re-implementation")
+    if a.set == "Flower102Pytorch":
+        pass  # read from <data>/flower102/{jpg,lists} (KE's layout), see data.py
+    if a.set in ("CUB200_val", "Dog120_val", "MIT67_val"):
+        raise UserError(f"--set {a.set}: the original listed this choice but never implemented it; "
+                        f"use --set {a.set[:-4]}")

@@ -1,0 +1,49 @@
+"""Common machinery: named parameters in, per-tensor state, seeded noise."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+
+class NamedOptimizer:
+    """Takes ``(name, parameter)`` pairs (a list or a generator: it is materialised once).
+
+    ``generator`` draws the Gaussian noise (``None``: torch's global RNG, as the original).
+    Hyper-parameters are plain keyword arguments of the subclass constructors, so an unknown
+    one is a ``TypeError`` there; :func:`upgd.learners.validate_hps` reports it earlier.
+    """
+
+    #: whether parameters whose name contains ``gate`` are left untouched
+    skip_gates = True
+
+    def __init__(self, named_params: Iterable[tuple[str, torch.Tensor]], generator: torch.Generator | None = None):
+        pairs = list(named_params)
+        self.names = [name for name, _ in pairs]
+        self.params = [p for _, p in pairs]
+        self.generator = generator
+        self.state: list[dict[str, torch.Tensor]] = [{} for _ in self.params]
+        self.t = 0
+
+    def active(self):
+        """``(index, name, param)`` for every parameter this optimizer updates."""
+        for i, (name, p) in enumerate(zip(self.names, self.params)):
+            if self.skip_gates and "gate" in name:
+                continue
+            if p.grad is None:
+                continue
+            yield i, name, p
+
+    def noise(self, like: torch.Tensor, sigma: float) -> torch.Tensor:
+        return torch.randn(like.shape, generator=self.generator, device=like.device, dtype=like.dtype) * sigma
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.zero_()
+
+    def step(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError

@@ -1,0 +1,125 @@
+"""Weight-wise UPGD (first and second order, global and local scaling, protecting or not)
+and the student project's adaptive-noise and kernel-utility variants.
+
+One class covers them all; the learner registry (:mod:`upgd.learners`) fixes the options per
+CLI name. The update per non-gate tensor ``w`` with gradient ``g`` (notation of the paper):
+
+    ū ← β·ū + (1−β)·u,   u = −g⊙w  (first order)  or  −g⊙w + ½·h⊙w²  (second order)
+    global: s = sigmoid(ū / ((1−β^t)·η)),  η = max over all tensors of the *raw* ū
+    local:  s = sigmoid(normalize_lastdim(ū / (1−β^t)))
+    protecting:      w ← (1−lr·λ)·w − k·lr·(g + ξ)⊙(1−s)
+    non-protecting:  w ← (1−lr·λ)·w − k·lr·(g + ξ⊙(1−s))
+
+with ξ ~ N(0, σ²) (times a per-tensor scale for the adaptive-noise variants) and k = 1, or 2 for
+the kernel variants.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from upgd.optim.base import NamedOptimizer
+
+NOISE_SCALES = (None, "weight", "grad", "ratio")
+KERNELS = (None, "entire", "column", "convex")
+CONVEX_ALPHA = 0.2
+
+
+class WeightUPGD(NamedOptimizer):
+    """Weight-wise UPGD.
+
+    Options (fixed per learner, never from the command line): ``second_order``, ``scaling``
+    (``global``/``local``), ``protect``, ``noise_scale`` (``weight``/``grad``/``ratio``),
+    ``ungated_noise`` (usgd), ``kernel`` (``entire``/``column``/``convex``), ``step_factor``,
+    ``clipped_grad_bug`` (the student's dynamic-clipping learner). Runner extensions, off by
+    default: ``utility_max='corrected'`` (η over bias-corrected traces) and ``guard`` (η ≥ 1e-12).
+    """
+
+    def __init__(self, params, lr: float = 1e-5, weight_decay: float = 0.0, beta_utility: float = 0.0,
+                 sigma: float = 1.0, *, generator=None, second_order: bool = False,
+                 scaling: str = "global", protect: bool = True, noise_scale: str | None = None,
+                 ungated_noise: bool = False, kernel: str | None = None, step_factor: float = 1.0,
+                 clipped_grad_bug: bool = False, utility_max: str = "raw", guard: bool = False):
+        super().__init__(params, generator)
+        self.lr, self.weight_decay, self.beta_utility, self.sigma = lr, weight_decay, beta_utility, sigma
+        assert scaling in ("global", "local") and noise_scale in NOISE_SCALES and kernel in KERNELS
+        assert utility_max in ("raw", "corrected")
+        self.second_order, self.scaling, self.protect = second_order, scaling, protect
+        self.noise_scale, self.ungated_noise, self.kernel = noise_scale, ungated_noise, kernel
+        self.step_factor, self.clipped_grad_bug = step_factor, clipped_grad_bug
+        self.utility_max, self.guard = utility_max, guard
+        self.last_scaled: dict[str, torch.Tensor] = {}  # for inspection/tests (kept only if asked)
+        self.keep_scaled = False
+
+    def _utility(self, p: torch.Tensor) -> torch.Tensor:
+        u = -p.grad * p
+        if self.second_order:
+            h = getattr(p, "hesscale", None)
+            if h is None:
+                raise RuntimeError("second-order UPGD needs p.hesscale; run backward through upgd.hesscale")
+            u = u + 0.5 * h * p * p
+        return u
+
+    def _noise(self, p: torch.Tensor) -> torch.Tensor:
+        xi = self.noise(p, self.sigma)
+        if self.noise_scale == "weight":
+            xi = xi * (p.norm() + 1e-8)
+        elif self.noise_scale == "grad":
+            xi = xi * (p.grad.norm() + 1e-8)
+        elif self.noise_scale == "ratio":
+            xi = xi * (p.grad.norm() + 1e-8) / (p.norm() + 1e-8)
+        return xi
+
+    def _kernelise(self, s: torch.Tensor) -> torch.Tensor:
+        if self.kernel is None or s.dim() != 4:
+            return s
+        if self.kernel == "entire":
+            return s.mean(dim=(2, 3), keepdim=True).expand_as(s)
+        if self.kernel == "column":
+            return s.mean(dim=2, keepdim=True).expand_as(s)
+        return (1.0 - CONVEX_ALPHA) * s + CONVEX_ALPHA * s.mean(dim=(2, 3), keepdim=True)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.t += 1
+        beta = self.beta_utility
+        bc = 1.0 - beta**self.t
+        active = list(self.active())
+        maxima = []
+        for i, _, p in active:
+            st = self.state[i]
+            if "avg_utility" not in st:
+                st["avg_utility"] = torch.zeros_like(p)
+            st["avg_utility"].mul_(beta).add_(self._utility(p), alpha=1.0 - beta)
+            if self.scaling == "global":
+                maxima.append(st["avg_utility"].max())
+        eta = None
+        if self.scaling == "global" and maxima:
+            eta = torch.stack(maxima).max()
+            if self.guard:
+                eta = torch.clamp(eta, min=1e-12)
+        for i, name, p in active:
+            ū = self.state[i]["avg_utility"]
+            if self.scaling == "global":
+                # Faithful default: the raw maximum scales the bias-corrected trace.
+                s = torch.sigmoid(ū / eta if self.utility_max == "corrected" else (ū / bc) / eta)
+            else:
+                s = torch.sigmoid(F.normalize(ū / bc, dim=-1, eps=1e-12))
+            s = self._kernelise(s)
+            if self.keep_scaled:
+                self.last_scaled[name] = s.clone()
+            xi = self._noise(p)
+            g = p.grad
+            if self.clipped_grad_bug:
+                # The student's learner uses clip_grad_norm_'s return value (the norm) as gradient.
+                g = torch.nn.utils.clip_grad_norm_(p, max_norm=2.0 * float(g.norm()))
+            step_lr = self.step_factor * self.lr
+            p.mul_(1.0 - self.lr * self.weight_decay)
+            gate = 1.0 - s
+            if self.ungated_noise:
+                p.add_(g * gate, alpha=-step_lr).add_(xi, alpha=step_lr)
+            elif self.protect:
+                p.add_((g + xi) * gate, alpha=-step_lr)
+            else:
+                p.add_(g + xi * gate, alpha=-step_lr)
