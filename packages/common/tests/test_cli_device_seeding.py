@@ -5,7 +5,6 @@ import random
 import numpy as np
 import pytest
 import torch
-
 from forgetting_common import cli, device, seeding
 from forgetting_common.errors import UserError, run_main
 

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from forgetting_common import data as D
 from forgetting_common.data import fake
 from forgetting_common.data.roots import DatasetError

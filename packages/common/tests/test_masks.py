@@ -1,8 +1,7 @@
 import pytest
 import torch
-from torch import nn
-
 from forgetting_common import masks as M
+from torch import nn
 
 
 def test_prune_count_is_exact_and_robust_to_float_error():

@@ -1,7 +1,6 @@
 import json
 
 import pytest
-
 from forgetting_common.atomic import atomic_torch_save, atomic_write_json
 from forgetting_common.errors import UserError
 from forgetting_common.runlog import RunLog, init_wandb, read_metrics, wandb_available

@@ -59,9 +59,10 @@ def parameters_from(model: nn.Module, start: str) -> list[str]:
     ``KeyError`` that lists the top-level names the model has.
     """
     names = [name for name, _ in model.named_parameters()]
-    for index, name in enumerate(names):
-        if name == start or name.startswith(start + ".") or name.startswith(start):
-            return names[index:]
+    for matches in (lambda n: n == start or n.startswith(start + "."), lambda n: n.startswith(start)):
+        for index, name in enumerate(names):
+            if matches(name):
+                return names[index:]
     tops = sorted({name.split(".")[0] for name in names})
     raise KeyError(f"no parameter name starts with {start!r}; the model's top-level names are {tops}")
 

@@ -99,7 +99,7 @@ class RunLog:
         path.mkdir(parents=True, exist_ok=True)
         if overwrite and not resume:
             (path / "metrics.jsonl").unlink(missing_ok=True)
-        resolved = config_dict(config if config is not None else {}) if not isinstance(config, Mapping) else config_dict(dict(config))
+        resolved = config_dict(dict(config) if isinstance(config, Mapping) else (config or {}))
         atomic_write_json(path / "config.json", resolved)
         wandb_run = init_wandb(config=resolved, **wandb) if wandb is not None else None
         return cls(path, tensorboard=tensorboard, quiet=quiet, wandb_run=wandb_run)
