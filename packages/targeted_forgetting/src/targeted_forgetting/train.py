@@ -1,0 +1,304 @@
+"""The experiment of ``mixed_group_training.py``: train, and probe forgetting on a copy.
+
+Every ``print_every`` optimizer steps the live network is copied, the copy is made to forget
+(:func:`targeted_forgetting.forgetting.forget_copy`), and both are scored on the current
+training batch split into two groups (clean vs randomly relabelled, or easy vs the 10 %
+lowest-margin examples). The "before" scores come from this step's training forward pass
+(pre-step weights, train mode), the "after" scores from the copy of the post-step weights,
+as in the original. The live network is never changed by a probe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from forgetting_common.atomic import atomic_torch_save
+from forgetting_common.cli import config_dict, maybe_print_config
+from forgetting_common.data.tensors import augment_batch, index_batches
+from forgetting_common.device import resolve_device
+from forgetting_common.errors import UserError
+from forgetting_common.masks import snapshot
+from forgetting_common.runlog import RunLog, wandb_available
+from forgetting_common.seeding import make_generator, seed_everything
+
+from targeted_forgetting.cli import make_parser
+from targeted_forgetting.data import load_train_data
+from targeted_forgetting.forgetting import (
+    ForgetConfig,
+    check_keep_leaves_entries,
+    forget_copy,
+    initial_masks,
+)
+from targeted_forgetting.metrics import group_stats, margin_groups, probe_record, stdout_line
+from targeted_forgetting.models import build_model, check_arch
+from targeted_forgetting.plotting import plot_runs, summarize
+from targeted_forgetting.report import clean
+
+MAX_EPOCHS = 9999  # the original's epoch loop bound
+WANDB_PROJECT = "fortuitous_forgetting"
+WANDB_GROUP = "mixed_group_training"
+
+
+# --------------------------------------------------------------------------- helpers
+def validate(args: argparse.Namespace) -> None:
+    """Checks that need no data: architecture/dataset fit, W&B run-name variables."""
+    check_arch(args.arch, args.train_data)
+    for var in args.group_vars or []:
+        if not hasattr(args, var):
+            raise UserError(f"--group_vars {var}: no such flag (use flag names such as seed, keep_perc)")
+
+
+def group_name(args: argparse.Namespace) -> str | None:
+    """The original's W&B run name ``var1<val1>_var2<val2>…`` from ``--group_vars``."""
+    if not args.group_vars:
+        return None
+    return "_".join(f"{var}{getattr(args, var)}" for var in args.group_vars)
+
+
+def wandb_configured() -> bool:
+    """W&B has credentials or runs offline (it is never asked to prompt for a login)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun"):
+        return True
+    netrc = Path(os.environ.get("NETRC", "~/.netrc")).expanduser()
+    try:
+        return "api.wandb.ai" in netrc.read_text()
+    except OSError:
+        return False
+
+
+def wandb_settings(args: argparse.Namespace) -> dict[str, Any] | None:
+    """``wandb.init`` keyword arguments, or None (with a one-line note) when W&B cannot be used."""
+    if args.no_wandb:
+        return None
+    if not wandb_available():
+        print("mixed_group_training.py: note: wandb is not installed; logging to stdout and the run "
+              "folder only (pass --no_wandb to silence this)", file=sys.stderr)
+        return None
+    if not wandb_configured():
+        print("mixed_group_training.py: note: wandb is installed but not logged in (no WANDB_API_KEY, "
+              "~/.netrc entry or WANDB_MODE=offline); logging to stdout and the run folder only",
+              file=sys.stderr)
+        return None
+    return {"project": WANDB_PROJECT, "group": WANDB_GROUP, "name": group_name(args)}
+
+
+def fresh_run_dir(root: str | Path, fname: str) -> Path:
+    """``root/fname``, or ``root/fname_1``, ``_2``… if a run already lives there (never overwritten)."""
+    base = Path(root) / fname
+    candidate, k = base, 0
+    while (candidate / "config.json").exists():
+        k += 1
+        candidate = base.with_name(f"{base.name}_{k}")
+    if candidate.exists() and not candidate.is_dir():
+        raise UserError(f"output path {candidate} exists and is not a folder; choose another --fname")
+    return candidate
+
+
+def load_resume(model: nn.Module, path: str) -> None:
+    """Load ``{'state_dict': ...}`` (or a bare state dict) into ``model``, with clear errors."""
+    target = Path(path)
+    if not target.is_file():
+        raise UserError(f"--resume_path {path}: no such file")
+    try:
+        checkpoint = torch.load(target, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise UserError(f"--resume_path {path}: not a readable torch checkpoint ({type(err).__name__})") from err
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise UserError(f"--resume_path {path}: expected a dict with a 'state_dict' entry")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise UserError(f"--resume_path {path} does not fit --arch: {first}") from err
+
+
+def make_optimizer(model: nn.Module, train_data: str, arch: str) -> torch.optim.Optimizer:
+    """The original's hard-coded optimisers (``--lr`` and ``--opt`` are ignored, as there)."""
+    if train_data == "mnist":
+        return torch.optim.SGD(model.parameters(), lr=0.1)
+    if arch == "conv4":
+        return torch.optim.Adam(model.parameters(), lr=3e-4)
+    return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+
+
+def resnet_lr(epoch: int) -> float | None:
+    """The ResNet step schedule: 0.01 from epoch 50, 0.001 from epoch 100."""
+    return {50: 0.01, 100: 0.001}.get(epoch)
+
+
+# --------------------------------------------------------------------------- the run
+class Experiment:
+    """Everything one run holds; :meth:`run` trains and probes, returning the records."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        validate(args)
+        self.args = args
+        if args.num_threads:
+            torch.set_num_threads(args.num_threads)
+        self.device = resolve_device(args.device)
+        seed_everything(args.seed)
+        # Models first, from the global RNG seeded with --seed (as the original did).
+        self.model = build_model(args.arch, args.train_data)
+        self.clone = build_model(args.arch, args.train_data)
+        if args.resume_path is not None:
+            load_resume(self.model, args.resume_path)
+        self.model.to(self.device)
+        self.clone.to(self.device)
+        check_keep_leaves_entries(self.model, args.arch, args.keep_perc, args.same_mask)
+        self.data = load_train_data(
+            train_data=args.train_data, data_source=args.data_source, data_dir=args.data_dir,
+            train_limit=args.train_limit, train_perc=args.train_perc, random_perc=args.random_perc,
+            seed=args.seed, download=not args.no_download,
+        ).to(self.device)
+        if len(self.data) < args.batch_size:
+            raise UserError(
+                f"the training split has {len(self.data)} examples (train_perc {args.train_perc}), fewer than "
+                f"one batch of --batch_size {args.batch_size}; partial batches are skipped, so nothing would train"
+            )
+        self.init_weights = snapshot(self.model) if args.rewind_to_init else None
+        self.mask_gen = make_generator(args.seed, "mask")
+        self.data_gen = make_generator(args.seed, "data")
+        self.aug_gen = make_generator(args.seed, "augment")
+        self.cfg = ForgetConfig(
+            arch=args.arch, keep_perc=args.keep_perc, weight_mask=args.weight_mask,
+            reset_to_zero=args.reset_to_zero, rewind_to_init=args.rewind_to_init,
+            same_mask=args.same_mask, reinit_scope=args.reinit_scope,
+        )
+        if args.same_mask:
+            self.cfg.fixed_masks = {k: v.to(self.device) for k, v in
+                                    initial_masks(self.model, self.cfg, self.mask_gen).items()}
+        self.optimizer = make_optimizer(self.model, args.train_data, args.arch)
+        self.records: list[dict[str, Any]] = []
+        self.iterations = 0
+        self.epochs = 0
+
+    def batch_inputs(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.data.images[idx].to(torch.float32).div_(255.0)  # ToTensor scaling, no normalisation
+        if self.args.train_data == "cifar10":
+            x = augment_batch(x, crop_padding=4, flip=True, generator=self.aug_gen)
+        return x
+
+    def probe(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, outputs: torch.Tensor,
+              loss: torch.Tensor, epoch: int) -> dict[str, Any]:
+        groups = margin_groups(outputs) if self.args.margin_groups else self.data.groups[idx]
+        before = group_stats(outputs, y, groups)
+        forget_copy(self.model, self.clone, self.cfg, init_weights=self.init_weights, generator=self.mask_gen)
+        with torch.no_grad():
+            copy_outputs = self.clone(x)  # the copy stays in train mode, as in the original
+        after = group_stats(copy_outputs, y, groups)
+        record = probe_record(self.iterations, float(loss.detach()), before, after)
+        record["Epoch"] = epoch
+        record["Random Group Size"] = int(groups.sum())
+        return record
+
+    def run(self, log: RunLog | None = None, print_lines: bool = True) -> list[dict[str, Any]]:
+        args = self.args
+        print_every = args.print_every
+        if args.rewind_to_epoch > 0:  # probing and rewinding wait for the rewind epoch
+            print_every = args.train_iters
+            self.cfg.rewind_to_init = False
+        bar = log.progress(total=args.train_iters, desc="train") if log is not None else None
+        n = len(self.data)
+        start = time.perf_counter()
+        for epoch in range(MAX_EPOCHS):
+            self.epochs = epoch + 1
+            if args.rewind_to_epoch > 0 and epoch == args.rewind_to_epoch:
+                print_every = args.print_every
+                self.cfg.rewind_to_init = True
+                self.init_weights = snapshot(self.model)
+            if args.train_data == "cifar10" and args.arch == "resnet18":
+                lr = resnet_lr(epoch)
+                if lr is not None:
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = lr
+            for idx in index_batches(n, args.batch_size, generator=self.data_gen, drop_last=True,
+                                     device=self.device):
+                x = self.batch_inputs(idx)
+                y = self.data.labels[idx]
+                self.model.train()
+                self.optimizer.zero_grad(set_to_none=True)
+                outputs = self.model(x)
+                loss = F.cross_entropy(outputs, y)
+                loss.backward()
+                self.optimizer.step()
+                self.iterations += 1
+                if bar is not None:
+                    bar.update(1)
+                if self.iterations % print_every == 0:
+                    record = self.probe(x, y, idx, outputs.detach(), loss, epoch)
+                    self.records.append(record)
+                    if log is not None:
+                        log.log(record, step=self.iterations)
+                    if print_lines:
+                        print(stdout_line(record) + "\n", flush=True)
+                if self.iterations >= args.train_iters:
+                    break
+            if self.iterations >= args.train_iters:
+                break
+        self.seconds = time.perf_counter() - start
+        if bar is not None:
+            bar.close()
+        if self.iterations < args.train_iters:
+            print(f"mixed_group_training.py: note: stopped after {MAX_EPOCHS} epochs at iteration "
+                  f"{self.iterations} (the original's epoch bound)", file=sys.stderr)
+        return self.records
+
+
+def run(args: argparse.Namespace) -> Path | None:
+    """Run the experiment the flags describe; return the run folder (None for --print_config)."""
+    validate(args)
+    if maybe_print_config(args):
+        return None
+    if args.lr != 0.1 or args.opt != "sgd":
+        print("mixed_group_training.py: note: --lr and --opt are ignored, as in the original "
+              "(SGD 0.1 for MNIST, Adam 3e-4 for conv4, SGD 0.1 momentum 0.9 for resnet18)", file=sys.stderr)
+    wandb_kwargs = wandb_settings(args)
+    exp = Experiment(args)
+    run_dir = fresh_run_dir(args.save_path, args.fname)
+    config = config_dict(args)
+    config["resolved"] = {
+        "device": str(exp.device), "data": exp.data.source, "train_examples": len(exp.data),
+        "random_label_examples": int(exp.data.groups.sum()),
+        "iterations_per_epoch": len(exp.data) // args.batch_size, "run_dir": str(run_dir),
+        "torch": torch.__version__,
+    }
+    print(f"mixed_group_training.py: writing to {run_dir}", file=sys.stderr)
+    log = RunLog.create(run_dir, config, tensorboard=not args.no_tensorboard, quiet=args.quiet,
+                        wandb=wandb_kwargs)
+    try:
+        records = exp.run(log, print_lines=wandb_kwargs is None)
+        summary = {
+            "iterations": exp.iterations, "epochs": exp.epochs, "probes": len(records),
+            "seconds": round(exp.seconds, 3),
+            "iterations_per_second": round(exp.iterations / exp.seconds, 2) if exp.seconds > 0 else math.nan,
+            "data": exp.data.source,
+            "second_half": summarize(records, args.train_iters / 2),
+            "all_probes": summarize(records, 0),
+        }
+        atomic_torch_save({"state_dict": exp.model.state_dict(), "iterations": exp.iterations},
+                          run_dir / "model.pt")
+        if records and not args.no_plot:
+            plot_runs([records], run_dir / "groups.png", margin_groups=args.margin_groups,
+                      title=f"{args.fname}: before / after forgetting")
+        log.write_json("summary.json", clean(summary))
+    finally:
+        log.close()
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> Path | None:
+    args = make_parser().parse_args(argv)
+    return run(args)
