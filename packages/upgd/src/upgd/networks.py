@@ -110,7 +110,17 @@ def build_network(name: str, n_obs: int, n_outputs: int) -> nn.Sequential:
     """Instantiate the network called ``name`` for ``n_obs`` inputs and ``n_outputs`` outputs."""
     if name not in NETWORKS:
         raise UserError(f"unknown network {name!r}; valid networks: {', '.join(sorted(NETWORKS))}")
-    return NETWORKS[name](n_obs, n_outputs)
+    net = NETWORKS[name](n_obs, n_outputs)
+    # The per-sample input shape the network consumes (a flat vector for the MLPs).
+    net.input_shape = INPUT_SHAPES.get(name, (n_obs,))
+    return net
+
+
+INPUT_SHAPES = {
+    "convolutional_network_relu": (3, 32, 32),
+    "convolutional_network_relu_with_hooks": (3, 32, 32),
+    "conv_mnist": (1, 28, 28),
+}
 
 
 def _make_registry() -> dict:

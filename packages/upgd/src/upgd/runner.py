@@ -1,0 +1,258 @@
+"""The training loops of ``run_stats.py`` (per-task statistics) and ``run.py`` (per-step log).
+
+One sample per step, online (accuracy and loss of the output computed before the update).
+Per-step values are written into preallocated tensors on the run's device; nothing syncs with
+the host inside the loop except at task boundaries (for the progress log).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from forgetting_common.atomic import atomic_torch_save, atomic_write_text
+from forgetting_common.errors import UserError
+from forgetting_common.runlog import RunLog
+from forgetting_common.seeding import make_generator, seed_everything
+from upgd.hesscale import backward_with_hesscale
+from upgd.learners import learner_spec, make_optimizer
+from upgd.networks import HookedNet, build_network
+from upgd.stats import STAT_KEYS, aligned_task_means, bucket_means, weight_and_grad_stats
+from upgd.tasks import build_task
+
+
+@dataclass
+class RunConfig:
+    task: str
+    learner: str
+    network: str
+    seed: int = 0
+    n_samples: int = 10000
+    save_path: str = "logs"
+    hps: dict[str, float] = field(default_factory=dict)
+    # extensions (defaults keep the original behaviour)
+    change_freq: int | None = None
+    data_dir: str = "dataset"
+    dataset_limit: int | None = None
+    fake_data: bool = False
+    save_model_dir: str | None = None
+    stats_every: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    quiet: bool = False
+    overwrite: bool = False
+    utility_max: str = "raw"
+    utility_guard: bool = False
+    tensorboard: bool = True
+
+    def hp_string(self) -> str:
+        return "_".join(f"{k}_{v}" for k, v in self.hps.items())
+
+
+def result_path(cfg: RunConfig, network_name: str) -> Path:
+    """``<save_path>/<task>/<learner key>/<network.name>/<hp>/<seed>.json``."""
+    return Path(cfg.save_path) / cfg.task / cfg.learner / network_name / cfg.hp_string() / f"{cfg.seed}.json"
+
+
+def runlog_dir(cfg: RunConfig, network_name: str) -> Path:
+    """The run folder (config.json, metrics.jsonl, TensorBoard), outside the JSON tree."""
+    return Path(cfg.save_path) / "_runs" / cfg.task / cfg.learner / network_name / cfg.hp_string() / str(cfg.seed)
+
+
+def _criterion(kind: str):
+    return F.cross_entropy if kind == "cross_entropy" else F.mse_loss
+
+
+class Experiment:
+    """Builds task, network and optimizer from a :class:`RunConfig` (seeded) and steps them."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+        spec = learner_spec(cfg.learner)
+        self.spec = spec
+        seed_everything(cfg.seed)
+        self.task = build_task(cfg.task, seed=cfg.seed, device=cfg.device, data_dir=cfg.data_dir,
+                               change_freq=cfg.change_freq, fake_data=cfg.fake_data,
+                               dataset_limit=cfg.dataset_limit)
+        torch.manual_seed(cfg.seed)  # network initialisation as the original: after seeding
+        self.net = build_network(cfg.network, self.task.n_inputs, self.task.n_outputs).to(cfg.device)
+        expected = int(torch.tensor(self.net.input_shape).prod())
+        if expected != self.task.n_inputs:
+            raise UserError(
+                f"network {cfg.network!r} takes inputs of shape {tuple(self.net.input_shape)} but task "
+                f"{cfg.task!r} gives {self.task.n_inputs} values per sample"
+            )
+        extensions = {}
+        if cfg.utility_max != "raw" or cfg.utility_guard:
+            extensions = {"utility_max": cfg.utility_max, "guard": cfg.utility_guard}
+        self.optimizer = make_optimizer(
+            cfg.learner, self.net.named_parameters(), cfg.hps,
+            generator=make_generator(cfg.seed, "noise", cfg.device), **extensions)
+        self.criterion_kind = self.task.criterion
+        self.criterion = _criterion(self.criterion_kind)
+        self.input_shape = (1, *self.net.input_shape)
+
+    def step(self):
+        """One online step; returns ``(x, y, output, loss)`` (the pre-update output and loss)."""
+        x, y, done = self.task.next()
+        x = x.reshape(self.input_shape)
+        self.optimizer.zero_grad()
+        if self.spec.second_order:
+            loss, out = backward_with_hesscale(self.net, x, y, self.criterion_kind)
+        else:
+            out = self.net(x)
+            loss = self.criterion(out, y)
+            loss.backward()
+        self.optimizer.step()
+        return x, y, out.detach(), loss.detach(), done
+
+
+def _check_not_finished(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise UserError(f"{path} already holds a finished result; pass --overwrite 1 to replace it, "
+                        "or choose another --save_path or --seed")
+
+
+def _open_runlog(cfg: RunConfig, network_name: str, config: dict) -> RunLog:
+    directory = runlog_dir(cfg, network_name)
+    # The JSON is absent (checked before): any earlier folder belongs to an unfinished run.
+    return RunLog.create(directory, config, overwrite=True, tensorboard=cfg.tensorboard, quiet=cfg.quiet)
+
+
+def run_stats(cfg: RunConfig, config_for_log: dict | None = None) -> tuple[Path, dict]:
+    """The ``run_stats`` loop; writes the JSON and returns ``(path, content)``."""
+    exp = Experiment(cfg)
+    net, task = exp.net, exp.task
+    if not isinstance(net, HookedNet):
+        raise UserError(f"run_stats needs a network with hooks (fully_connected_relu_with_hooks, "
+                        f"convolutional_network_relu_with_hooks or conv_mnist), not {cfg.network!r}")
+    if task.change_freq is None:
+        raise UserError(f"task {cfg.task!r} has no task changes; run it with core/run/run.py")
+    cf = task.change_freq
+    if cfg.stats_every > cf:
+        raise UserError(f"--stats_every {cfg.stats_every} exceeds the task length {cf}")
+    path = result_path(cfg, net.name)
+    _check_not_finished(path, cfg.overwrite)
+    log = _open_runlog(cfg, net.name, config_for_log or {})
+    n, dev = cfg.n_samples, cfg.device
+    losses = torch.zeros(n, device=dev)
+    accs = torch.zeros(n, device=dev)
+    plast = torch.zeros(n, device=dev)
+    dead = torch.zeros(n, device=dev)
+    sampled = torch.full((n, len(STAT_KEYS)), float("nan"), device=dev)
+    start = time.time()
+    bar = log.progress(range(n), desc=f"{cfg.learner} {cfg.task}", mininterval=1.0)
+    for i in bar:
+        x, y, out, loss, _ = exp.step()
+        losses[i] = loss
+        accs[i] = (out.argmax(dim=1) == y).float().squeeze()
+        with torch.no_grad():
+            loss_after = exp.criterion(net(x), y)
+        plast[i] = torch.clamp(1 - loss_after / torch.clamp(loss, min=1e-8), 0.0, 1.0)
+        dead[i] = net.dead_fraction()
+        if i % cfg.stats_every == 0:
+            sampled[i] = weight_and_grad_stats(net)
+        if cfg.save_model_dir and i > 0 and i % 100_000 == 0:
+            _save_model(cfg, net, str(i))
+        if i % cf == 0:
+            lo = 0 if i == 0 else i - cf + 1
+            log.log({"task_accuracy": accs[lo : i + 1].mean(), "task_loss": losses[lo : i + 1].mean(),
+                     "task_plasticity": plast[lo : i + 1].mean(), "task_dead_units": dead[lo : i + 1].mean(),
+                     "task": i // cf}, step=i)
+    elapsed = time.time() - start
+    per_task = {
+        "losses": bucket_means(losses, cf),
+        "accuracies": bucket_means(accs, cf),
+        "plasticity_per_task": bucket_means(plast, cf),
+        "n_dead_units_per_task": bucket_means(dead, cf),
+    }
+    stat_means = bucket_means(sampled, cf)
+    for j, key in enumerate(STAT_KEYS):
+        per_task[key] = stat_means[:, j]
+    lists = {k: [float(v) for v in t.cpu().tolist()] for k, t in per_task.items()}
+    content = {
+        "losses": lists["losses"],
+        "accuracies": lists["accuracies"],
+        "plasticity_per_task": lists["plasticity_per_task"],
+        "task": cfg.task,
+        "learner": cfg.learner,
+        "network": net.name,
+        "optimizer_hps": dict(cfg.hps),
+        "n_samples": n,
+        "seed": cfg.seed,
+        "n_dead_units_per_task": lists["n_dead_units_per_task"],
+    }
+    for key in STAT_KEYS:
+        content[key] = lists[key]
+    content["learner_class_name"] = exp.spec.name
+    content["accuracies_aligned"] = [float(v) for v in aligned_task_means(accs, cf).cpu().tolist()]
+    content["run_info"] = {
+        "data": task.source_description, "change_freq": cf, "stats_every": cfg.stats_every,
+        "device": str(dev), "time_elapsed": round(elapsed, 3), "steps_per_second": round(n / max(elapsed, 1e-9), 2),
+    }
+    if cfg.save_model_dir:
+        _save_model(cfg, net, "final")
+    _write_result(path, content)
+    log.write_json("summary.json", {"result": str(path), **content["run_info"]})
+    log.close()
+    return path, content
+
+
+def run_plain(cfg: RunConfig, config_for_log: dict | None = None, restarts: bool = False) -> tuple[Path, dict]:
+    """The ``run.py`` loop (per-step ``losses``/``accuracies``); ``restarts`` re-initialises every
+    Linear layer after the update on the first step of each task but the first (run_restarts)."""
+    exp = Experiment(cfg)
+    net = exp.net
+    path = result_path(cfg, net.name)
+    _check_not_finished(path, cfg.overwrite)
+    log = _open_runlog(cfg, net.name, config_for_log or {})
+    n, dev = cfg.n_samples, cfg.device
+    losses = torch.zeros(n, device=dev)
+    accs = torch.zeros(n, device=dev)
+    cf = exp.task.change_freq or 1000
+    start = time.time()
+    for i in log.progress(range(n), desc=f"{cfg.learner} {cfg.task}", mininterval=1.0):
+        _, y, out, loss, done = exp.step()
+        losses[i] = loss
+        if exp.criterion_kind == "cross_entropy":
+            accs[i] = (out.argmax(dim=1) == y).float().squeeze()
+        if restarts and done:
+            for module in net.modules():
+                if isinstance(module, torch.nn.Linear):
+                    module.reset_parameters()
+        if (i + 1) % cf == 0:
+            entry = {"loss": losses[i + 1 - cf : i + 1].mean()}
+            if exp.criterion_kind == "cross_entropy":
+                entry["accuracy"] = accs[i + 1 - cf : i + 1].mean()
+            log.log(entry, step=i)
+    content = {"losses": [float(v) for v in losses.cpu().tolist()]}
+    if exp.criterion_kind == "cross_entropy":
+        content["accuracies"] = [float(v) for v in accs.cpu().tolist()]
+    content.update({"task": cfg.task, "learner": cfg.learner, "network": net.name,
+                    "optimizer_hps": dict(cfg.hps), "n_samples": n, "seed": cfg.seed,
+                    "learner_class_name": exp.spec.name,
+                    "run_info": {"data": exp.task.source_description, "device": str(dev),
+                                 "time_elapsed": round(time.time() - start, 3)}})
+    _write_result(path, content)
+    log.close()
+    return path, content
+
+
+def _write_result(path: Path, content: dict) -> None:
+    for key, value in content.items():
+        if isinstance(value, list) and any(isinstance(v, float) and not math.isfinite(v) for v in value):
+            content[key] = [v if math.isfinite(v) else None for v in value]
+    atomic_write_text(path, json.dumps(content, indent=4) + "\n")
+
+
+def _save_model(cfg: RunConfig, net, tag: str) -> None:
+    target = Path(cfg.save_model_dir) / f"model_{cfg.learner}_{cfg.task}_{tag}.pth"
+    try:
+        atomic_torch_save(net.state_dict(), target)
+    except OSError as err:
+        print(f"could not save the model to {target}: {err}")
