@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples_per_class", type=int, default=1)
     p.add_argument("--alpha", type=float, default=32)
     p.add_argument("--warm", type=int, default=1)
-    p.add_argument("--resume", default="", help="continue an interrupted run: a checkpoint file, or 'auto' / any value to use the run's own last checkpoint")
+    p.add_argument("--resume", nargs="?", const="auto", default="", help="continue an interrupted run: a checkpoint file, or 'auto' / any value to use the run's own last checkpoint")
     p.add_argument("--reset_layer_name", default=None, help="LLF: reset the first parameter whose name contains this and all after it")
     p.add_argument("--pretrained", default=None, help="checkpoint to start from")
     p.add_argument("--seed", type=int, default=None)
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init_seed", type=int, default=None, help="seed every RNG once at start (no per-generation re-seeding)")
     p.add_argument("--eval_after_reset", action="store_true", help="also evaluate the test split right after each reset")
     p.add_argument("--no_flip", action="store_true", help="no random horizontal flip (e.g. for digits)")
-    p.add_argument("--stop_after_generation", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--stop_after_epochs", type=int, default=None, help=argparse.SUPPRESS)
     return p
 
 

@@ -1,0 +1,109 @@
+"""One epoch of training, one evaluation pass, the optimizer and the loss."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def smoothing_loss(logits: torch.Tensor, target: torch.Tensor, eps: float) -> torch.Tensor:
+    """(1-eps) * NLL of the target + eps * mean over classes of -log p_k, averaged over the batch.
+
+    Equal to ``F.cross_entropy(logits, target, label_smoothing=eps)``, which the training uses.
+    """
+    logp = F.log_softmax(logits, dim=-1)
+    nll = -logp.gather(1, target[:, None]).squeeze(1)
+    return ((1 - eps) * nll - eps * logp.mean(dim=-1)).mean()
+
+
+def make_criterion(label_smoothing: float) -> nn.Module:
+    return nn.CrossEntropyLoss(label_smoothing=label_smoothing) if label_smoothing > 0 else nn.CrossEntropyLoss()
+
+
+def build_optimizer(name: str, model: nn.Module, *, lr: float, momentum: float, weight_decay: float):
+    """``sgd`` over every parameter (masks and frozen ones included: they get no gradient, so
+    no update); ``sgd_TEMP`` and the others over the trainable parameters only."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "sgd_TEMP":
+        return torch.optim.SGD(trainable, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(trainable, lr=lr)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(trainable, lr=lr, alpha=0.9, momentum=momentum, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks: Iterable[int] = (1, 5)) -> list[torch.Tensor]:
+    """Number of samples whose target is among the top-k logits, for each k (k capped at #classes)."""
+    kmax = min(max(ks), logits.shape[1])
+    pred = logits.topk(kmax, dim=1).indices
+    hit = pred.eq(target[:, None])
+    return [hit[:, : min(k, kmax)].any(dim=1).sum() for k in ks]
+
+
+class Meter:
+    """Sums on the device; one synchronisation at the end of a pass."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.loss = torch.zeros((), device=device, dtype=torch.float64)
+        self.top1 = torch.zeros((), device=device, dtype=torch.float64)
+        self.top5 = torch.zeros((), device=device, dtype=torch.float64)
+        self.n = 0
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> None:
+        b = target.shape[0]
+        c1, c5 = topk_correct(logits.detach(), target)
+        self.loss += loss.detach().double() * b
+        self.top1 += c1
+        self.top5 += c5
+        self.n += b
+
+    def result(self) -> dict[str, float]:
+        n = max(self.n, 1)
+        return {"loss": float(self.loss) / n, "top1": 100.0 * float(self.top1) / n, "top5": 100.0 * float(self.top5) / n}
+
+
+def train_epoch(model: nn.Module, loader, criterion, optimizer, device: torch.device, bar=None,
+                log_batch=None) -> dict[str, float]:
+    """One pass over ``loader`` in train mode (every BN updates its statistics, frozen ones too)."""
+    model.train()
+    meter = Meter(device)
+    nb = len(loader)
+    for i, (images, target) in enumerate(loader):
+        images = images.to(device, non_blocking=True)
+        target = target.to(device, non_blocking=True)
+        logits = model(images)
+        loss = criterion(logits, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        meter.add(loss, logits, target)
+        if log_batch is not None and (i == 0 or i == nb - 1):
+            log_batch(i, nb, float(loss))
+        if bar is not None:
+            bar.update(1)
+    return meter.result()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, criterion, device: torch.device) -> dict[str, float]:
+    model.eval()
+    meter = Meter(device)
+    for images, target in loader:
+        images = images.to(device, non_blocking=True)
+        target = target.to(device, non_blocking=True)
+        logits = model(images)
+        meter.add(criterion(logits, target), logits, target)
+    return meter.result()
