@@ -196,9 +196,6 @@ def parse_args(argv: list[str] | None = None, prog: str = "main.py") -> tuple[ar
             raise UserError(f"--{name} must be a list drawn from {CNN_OPS}, got {ops!r}")
     if args.network_type == "rnn" and args.tie_weights and args.shared_embed != args.shared_hid:
         raise UserError(f"--tie_weights needs --shared_embed == --shared_hid (got {args.shared_embed} and {args.shared_hid})")
-    if args.alpha_small_scale:
-        logger.warning("--alpha_small_scale=%s is accepted for the README's command line but, as in the "
-                       "released code, has no effect", args.alpha_small_scale)
     return args, unparsed
 
 

@@ -1,0 +1,1 @@
+"""Controllers (policies) and shared supernets of the ENAS search."""

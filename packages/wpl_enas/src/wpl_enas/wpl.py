@@ -1,0 +1,117 @@
+"""Weight Plasticity Loss (spec §3): stored Fisher F̃ (α folded in), anchor weights w*, schedules.
+
+State per protected parameter tensor P: ``F̃_P`` and ``w*_P``, held as non-persistent buffers of
+the shared model (they move with ``.to(device)`` and stay out of ``state_dict``, as in the
+original, which kept them out of checkpoints). F̃ starts at zero and w* at a copy of P.
+
+Penalty for an architecture with parameters K(a) (one entry per key occurrence)::
+
+    WPL(a) = 1/2 · Σ_{P ∈ K(a)} Σ F̃_P ⊙ (P − w*_P)²
+
+Fisher update for each P of K(a), from its current ``.grad`` G::
+
+    G missing  →  F̃_P := 0
+    M := ((1 − λ)·F̃_P if momentum else F̃_P) + λ·G⊙G
+    if c > 0 and ‖M‖_F > c:  M := c·M/‖M‖_F
+    F̃_P := α(e)·M
+
+α is multiplied in at every update on top of an F̃ that already holds it (a quirk of the released
+code that changes the numbers, so it is kept); after each update w* := P for *all* protected P.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def alpha_schedule(epoch: int | None, alpha: float, decay: float, after: float, mode: int = 1) -> float:
+    """α(e). ``epoch=None`` (CNN path and train-batch updates of the original) gives ``alpha``."""
+    if epoch is None or mode == 0 or epoch < after:
+        return float(alpha)
+    steps = epoch - after + 1
+    if mode == 2:
+        return float(alpha * decay ** steps)
+    return float(max(alpha - steps * decay, 0.0))
+
+
+def _buf(name: str, kind: str) -> str:
+    return f"_wpl_{kind}__" + name.replace(".", "__")
+
+
+class WPL:
+    """WPL state attached to a shared model exposing ``wpl_named_params`` / ``protected_named_params``."""
+
+    def __init__(self, model: nn.Module, *, lambda_fisher: float = 0.9, clip_by_norm: float = 0.0,
+                 momentum: bool = True, alpha: float = 1.0, alpha_decay: float = 2.0,
+                 alpha_decay_after: float = 15.0, alpha_decay_mode: int = 1) -> None:
+        self.model = model
+        self.lambda_fisher = lambda_fisher
+        self.clip = clip_by_norm
+        self.momentum = momentum
+        self.alpha, self.alpha_decay, self.alpha_decay_after = alpha, alpha_decay, alpha_decay_after
+        self.alpha_decay_mode = alpha_decay_mode
+        self.last_alpha = float(alpha)
+        for name, p in model.protected_named_params():
+            model.register_buffer(_buf(name, "fisher"), torch.zeros_like(p, memory_format=torch.contiguous_format),
+                                  persistent=False)
+            model.register_buffer(_buf(name, "optimal"), p.detach().clone(), persistent=False)
+
+    def fisher(self, name: str) -> torch.Tensor:
+        return getattr(self.model, _buf(name, "fisher"))
+
+    def optimal(self, name: str) -> torch.Tensor:
+        return getattr(self.model, _buf(name, "optimal"))
+
+    def alpha_at(self, epoch: int | None) -> float:
+        return alpha_schedule(epoch, self.alpha, self.alpha_decay, self.alpha_decay_after, self.alpha_decay_mode)
+
+    def penalty(self, arch) -> torch.Tensor:
+        """½·Σ F̃ ⊙ (P − w*)² over the architecture's protected tensors (duplicates count twice)."""
+        terms = [(self.fisher(n) * (p - self.optimal(n)).pow(2)).sum() for n, p in self.model.wpl_named_params(arch)]
+        if not terms:
+            return next(self.model.parameters()).new_zeros(())
+        return 0.5 * torch.stack(terms).sum()
+
+    @torch.no_grad()
+    def update_fisher(self, arch, epoch: int | None = None) -> float:
+        """Fold the current gradients of the architecture's tensors into F̃; returns α used."""
+        alpha = self.alpha_at(epoch)
+        self.last_alpha = alpha
+        lam = self.lambda_fisher
+        for name, p in self.model.wpl_named_params(arch):
+            fisher = self.fisher(name)
+            if p.grad is None:
+                fisher.zero_()
+                continue
+            m = fisher * (1.0 - lam) if self.momentum else fisher.clone()
+            m.addcmul_(p.grad, p.grad, value=lam)
+            if self.clip > 0:
+                norm = torch.linalg.vector_norm(m)
+                if norm > self.clip:
+                    m.mul_(self.clip / norm)
+            fisher.copy_(m.mul_(alpha))
+        return alpha
+
+    @torch.no_grad()
+    def update_optimal(self) -> None:
+        """w* := a copy of the current weights, for every protected tensor."""
+        for name, p in self.model.protected_named_params():
+            self.optimal(name).copy_(p)
+
+    @torch.no_grad()
+    def reset_fisher(self) -> None:
+        for name, _ in self.model.protected_named_params():
+            self.fisher(name).zero_()
+
+    @torch.no_grad()
+    def fisher_norm_stats(self) -> dict[str, float]:
+        norms = torch.stack([torch.linalg.vector_norm(self.fisher(n)) for n, _ in self.model.protected_named_params()])
+        return {"mean": float(norms.mean()), "max": float(norms.max()), "nonzero": int((norms > 0).sum())}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for name, _ in self.model.protected_named_params():
+            out[f"fisher.{name}"] = self.fisher(name).clone()
+            out[f"optimal.{name}"] = self.optimal(name).clone()
+        return out
