@@ -1,0 +1,49 @@
+"""Calibration and error metrics: ECE (15 equal-width bins), NLL, Brier, the cumulative error."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> float:
+    """``Σ_b |B_b|/n · |acc(B_b) − conf(B_b)|`` over equal-width bins of the max-softmax confidence.
+
+    Bin ``b`` holds confidences in ``(b/n_bins, (b+1)/n_bins]`` (the first bin also holds 0).
+    """
+    if probs.numel() == 0:
+        return 0.0
+    conf, pred = probs.max(dim=1)
+    correct = (pred == labels).to(torch.float64)
+    conf = conf.to(torch.float64)
+    bins = torch.clamp(torch.ceil(conf * n_bins).long() - 1, 0, n_bins - 1)
+    n = float(len(labels))
+    ece = torch.zeros((), dtype=torch.float64)
+    for b in range(n_bins):
+        inside = bins == b
+        count = int(inside.sum())
+        if count:
+            ece += count / n * (correct[inside].mean() - conf[inside].mean()).abs()
+    return float(ece)
+
+
+def calibration_metrics(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> dict[str, float]:
+    """Accuracy (%), misclassified count, ECE, NLL and Brier score of a set of logits."""
+    logits = logits.detach().to(torch.float64).cpu()
+    labels = labels.detach().cpu()
+    probs = F.softmax(logits, dim=1)
+    onehot = F.one_hot(labels, probs.shape[1]).to(torch.float64)
+    wrong = int((probs.argmax(1) != labels).sum())
+    n = max(1, len(labels))
+    return {
+        "acc": 100.0 * (len(labels) - wrong) / n,
+        "errors": wrong,
+        "ece": expected_calibration_error(probs, labels, n_bins),
+        "nll": float(F.cross_entropy(logits, labels)) if len(labels) else 0.0,
+        "brier": float(((probs - onehot) ** 2).sum(1).mean()) if len(labels) else 0.0,
+    }
+
+
+def anytime_relative_errors(cer_counts: list[int], n_test: int) -> list[float]:
+    """The original's "Anytime Relative Error": consecutive differences of error counts / test size."""
+    return [(cer_counts[i] - cer_counts[i - 1]) / n_test for i in range(1, len(cer_counts))]
