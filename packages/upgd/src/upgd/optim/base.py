@@ -36,7 +36,8 @@ class NamedOptimizer:
             yield i, name, p
 
     def noise(self, like: torch.Tensor, sigma: float) -> torch.Tensor:
-        return torch.randn(like.shape, generator=self.generator, device=like.device, dtype=like.dtype) * sigma
+        xi = torch.randn(like.shape, generator=self.generator, device=like.device, dtype=like.dtype)
+        return xi.mul_(sigma) if sigma != 1.0 else xi
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.params:

@@ -52,23 +52,25 @@ class WeightUPGD(NamedOptimizer):
         self.last_scaled: dict[str, torch.Tensor] = {}  # for inspection/tests (kept only if asked)
         self.keep_scaled = False
 
-    def _utility(self, p: torch.Tensor) -> torch.Tensor:
-        u = -p.grad * p
+    def _accumulate_utility(self, avg: torch.Tensor, p: torch.Tensor) -> None:
+        """``ū ← β·ū + (1−β)·u`` in place, with ``u = −g⊙w (+ ½·h⊙w²)``."""
+        beta = self.beta_utility
+        u = torch.mul(p.grad, p)  # = −u for first order
         if self.second_order:
             h = getattr(p, "hesscale", None)
             if h is None:
                 raise RuntimeError("second-order UPGD needs p.hesscale; run backward through upgd.hesscale")
-            u = u + 0.5 * h * p * p
-        return u
+            u.sub_(0.5 * h * p * p)
+        avg.mul_(beta).add_(u, alpha=-(1.0 - beta))
 
     def _noise(self, p: torch.Tensor) -> torch.Tensor:
         xi = self.noise(p, self.sigma)
         if self.noise_scale == "weight":
-            xi = xi * (p.norm() + 1e-8)
+            xi.mul_(p.norm() + 1e-8)
         elif self.noise_scale == "grad":
-            xi = xi * (p.grad.norm() + 1e-8)
+            xi.mul_(p.grad.norm() + 1e-8)
         elif self.noise_scale == "ratio":
-            xi = xi * (p.grad.norm() + 1e-8) / (p.norm() + 1e-8)
+            xi.mul_((p.grad.norm() + 1e-8) / (p.norm() + 1e-8))
         return xi
 
     def _kernelise(self, s: torch.Tensor) -> torch.Tensor:
@@ -91,21 +93,23 @@ class WeightUPGD(NamedOptimizer):
             st = self.state[i]
             if "avg_utility" not in st:
                 st["avg_utility"] = torch.zeros_like(p)
-            st["avg_utility"].mul_(beta).add_(self._utility(p), alpha=1.0 - beta)
+            self._accumulate_utility(st["avg_utility"], p)
             if self.scaling == "global":
                 maxima.append(st["avg_utility"].max())
-        eta = None
+        scale = None
         if self.scaling == "global" and maxima:
             eta = torch.stack(maxima).max()
             if self.guard:
                 eta = torch.clamp(eta, min=1e-12)
+            # Faithful default: the raw maximum η scales the bias-corrected trace ū/(1−β^t).
+            scale = 1.0 / eta if self.utility_max == "corrected" else 1.0 / (eta * bc)
+        step_lr = self.step_factor * self.lr
         for i, name, p in active:
-            ū = self.state[i]["avg_utility"]
-            if self.scaling == "global":
-                # Faithful default: the raw maximum scales the bias-corrected trace.
-                s = torch.sigmoid(ū / eta if self.utility_max == "corrected" else (ū / bc) / eta)
+            avg = self.state[i]["avg_utility"]
+            if scale is not None:
+                s = torch.mul(avg, scale).sigmoid_()
             else:
-                s = torch.sigmoid(F.normalize(ū / bc, dim=-1, eps=1e-12))
+                s = torch.sigmoid(F.normalize(avg / bc, dim=-1, eps=1e-12))
             s = self._kernelise(s)
             if self.keep_scaled:
                 self.last_scaled[name] = s.clone()
@@ -114,12 +118,12 @@ class WeightUPGD(NamedOptimizer):
             if self.clipped_grad_bug:
                 # The student's learner uses clip_grad_norm_'s return value (the norm) as gradient.
                 g = torch.nn.utils.clip_grad_norm_(p, max_norm=2.0 * float(g.norm()))
-            step_lr = self.step_factor * self.lr
-            p.mul_(1.0 - self.lr * self.weight_decay)
-            gate = 1.0 - s
+            if self.weight_decay:
+                p.mul_(1.0 - self.lr * self.weight_decay)
+            gate = s.neg_().add_(1.0) if s.is_contiguous() and s.data_ptr() != avg.data_ptr() else 1.0 - s
             if self.ungated_noise:
-                p.add_(g * gate, alpha=-step_lr).add_(xi, alpha=step_lr)
+                p.addcmul_(g, gate, value=-step_lr).add_(xi, alpha=step_lr)
             elif self.protect:
-                p.add_((g + xi) * gate, alpha=-step_lr)
+                p.addcmul_(xi.add_(g), gate, value=-step_lr)
             else:
-                p.add_(g + xi * gate, alpha=-step_lr)
+                p.add_(g, alpha=-step_lr).addcmul_(xi, gate, value=-step_lr)
