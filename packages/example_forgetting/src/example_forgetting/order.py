@@ -165,10 +165,13 @@ def load_sorting(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray |
         raise UserError(f"cannot read sorting file {path}: {err}") from err
     if not isinstance(data, dict) or "indices" not in data:
         raise UserError(f"sorting file {path} is malformed: expected a dict with an 'indices' entry")
-    try:
-        indices = np.asarray(data["indices"]).astype(np.int64, casting="safe").reshape(-1)
-    except (TypeError, ValueError) as err:
-        raise UserError(f"sorting file {path} is malformed: 'indices' is not an integer array") from err
+    raw = np.asarray(data["indices"]).reshape(-1)
+    if raw.dtype.kind in "iu":
+        indices = raw.astype(np.int64)
+    elif raw.dtype.kind == "O" and all(isinstance(v, int | np.integer) for v in raw.tolist()):
+        indices = np.array([int(v) for v in raw.tolist()], dtype=np.int64)
+    else:
+        raise UserError(f"sorting file {path} is malformed: 'indices' is not an integer array")
     if len(np.unique(indices)) != len(indices):
         raise UserError(f"sorting file {path} is malformed: 'indices' holds repeated ids")
     counts = data.get("forgetting counts")
