@@ -5,7 +5,6 @@
 """
 
 from forgetting_common.errors import run_main
-
 from targeted_forgetting.train import main
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@
 """
 
 from forgetting_common.errors import run_main
-
 from targeted_forgetting.report import plot_main
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from forgetting_common.data import DatasetError, load_cifar, load_mnist, resolve_root
 from forgetting_common.errors import UserError
 from forgetting_common.seeding import make_generator, make_numpy_rng

@@ -20,8 +20,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
-
 from forgetting_common.errors import UserError
 from forgetting_common.masks import (
     apply_reinit,
@@ -32,6 +30,7 @@ from forgetting_common.masks import (
     rewind,
     select_parameters,
 )
+from torch import nn
 
 EXCLUDE_PROBE = ("bn", "bias", "shortcut.1")
 EXCLUDE_SAME_MASK = ("bn", "shortcut.1")

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from forgetting_common.errors import UserError
+from torch import nn
 
 #: Which dataset each architecture was written for (input shape follows from it).
 ARCH_DATA = {"lenet": ("mnist",), "conv4": ("cifar10",), "resnet18": ("cifar10",)}

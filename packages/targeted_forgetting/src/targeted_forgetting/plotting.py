@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-
 from forgetting_common.atomic import atomic_write_bytes
 
 GROUP_NAMES = {False: ("clean labels", "random labels"), True: ("easy", "hard (10% lowest margin)")}

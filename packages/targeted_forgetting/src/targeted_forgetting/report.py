@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 from forgetting_common.cli import OneLineErrorParser, add_print_config_flag, maybe_print_config
@@ -70,5 +71,5 @@ def plot_main(argv: list[str] | None = None) -> dict:
     mean = {k: sum(r[k] for r in result.values()) / len(result) for k in keys}
     result["mean"] = mean
     print(json.dumps(clean(result), indent=1))
-    print(f"wrote {out}")
+    print(f"wrote {out}", file=sys.stderr)
     return result

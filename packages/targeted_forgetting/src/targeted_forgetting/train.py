@@ -20,8 +20,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from forgetting_common.atomic import atomic_torch_save
 from forgetting_common.cli import config_dict, maybe_print_config
 from forgetting_common.data.tensors import augment_batch, index_batches
@@ -30,6 +28,7 @@ from forgetting_common.errors import UserError
 from forgetting_common.masks import snapshot
 from forgetting_common.runlog import RunLog, wandb_available
 from forgetting_common.seeding import make_generator, seed_everything
+from torch import nn
 
 from targeted_forgetting.cli import make_parser
 from targeted_forgetting.data import load_train_data
