@@ -9,7 +9,6 @@
 import sys
 
 from forgetting_common import run_main
-
 from lure.main import main
 
 if __name__ == "__main__":

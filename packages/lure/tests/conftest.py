@@ -15,9 +15,6 @@ import torch
 PACKAGE = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
 
-#: Extras of every synthetic smoke run (spec section 14), plus a small image size for speed.
-SMOKE = ["--data_source", "synthetic", "--test_limit", "32", "--device", "cpu", "--quiet"]
-
 
 class Runner:
     def __init__(self, capsys, tmp_path: Path) -> None:
@@ -38,7 +35,6 @@ class Runner:
     def error(self, argv: list[str], alma: bool = False) -> tuple[int, str]:
         """Call through run_main, as the scripts do; returns (exit status, stderr)."""
         from forgetting_common import run_main
-
         from lure.main import main
 
         self.capsys.readouterr()

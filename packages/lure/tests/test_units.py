@@ -6,13 +6,12 @@ import math
 
 import pytest
 import torch
-from torch import nn
-
 from lure import unlearn
 from lure.data import ReplayPlan, SyntheticSource, chunk_ids, split_sizes
 from lure.engine import epoch_lr, snip_batches_used
 from lure.metrics import calibration_metrics, expected_calibration_error
 from lure.models import CIFAR100_MEAN, build_model
+from torch import nn
 
 
 def test_chunk_indices_readme_config():

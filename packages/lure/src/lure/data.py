@@ -29,7 +29,14 @@ from forgetting_common.data import DatasetError, load_cifar, load_mnist, resolve
 from forgetting_common.data.tensors import augment_batch
 from forgetting_common.errors import UserError
 
-from lure.models import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, MNIST_MEAN, MNIST_STD
+from lure.models import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    CIFAR100_MEAN,
+    CIFAR100_STD,
+    MNIST_MEAN,
+    MNIST_STD,
+)
 
 #: Start of the validation pool (= size of the train pool) per dataset, as in the original.
 VAL_OFFSETS = {"cifar10": 45000, "cifar100": 45000, "restricted_imagenet": 80565, "mnist": 55000, "mnist5k": 3600}

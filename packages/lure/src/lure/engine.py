@@ -229,6 +229,7 @@ def _apply_interventions(ctx: RunContext, k: int, train_list: list[int], info: d
     """The unlearning step and the baselines, in the original's order; True if anything changed."""
     args, model = ctx.args, ctx.model
     changed = False
+    model.eval()  # as in the original: still in eval mode from the end-of-state evaluation (also after --resume)
     if args.use_snip:
         ids = snip_ids(args, k, train_list)
         used = snip_batches_used(len(ids), args.snip_batches)
