@@ -9,9 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-
-
-
 torch.set_num_threads(1)
 
 

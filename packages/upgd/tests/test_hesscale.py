@@ -7,7 +7,6 @@ from collections import OrderedDict
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 from upgd.hesscale import backward_with_hesscale
 from upgd.networks import build_network
 

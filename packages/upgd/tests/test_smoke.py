@@ -34,7 +34,7 @@ def test_seed_commands_cifar(run_cli, learner):
                       network="convolutional_network_relu_with_hooks", hp_dir=SEED_HP_DIR)
     assert data["optimizer_hps"] == {"lr": 0.01, "beta_utility": 0.999, "sigma": 0.001, "weight_decay": 0.0}
     assert data["learner"] == learner
-    assert (path.parents[5] / "finished_{}.txt".format(learner)).exists() or True
+    assert (path.parents[5] / f"finished_{learner}.txt").exists() or True
 
 
 @pytest.mark.parametrize("learner", STUDENT_KEYS)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-
 from upgd.networks import NETWORKS, build_network
 from upgd.stats import aligned_task_means, bucket_means, n_buckets
 from upgd.tasks import PermutedStream, Source
@@ -18,7 +17,7 @@ def _stream(kind, cf=5, n=12, classes=4, dim=6):
 def test_label_permutation_constant_within_task_and_changes_across():
     stream, x, y = _stream("label")
     mappings = []
-    for task in range(6):
+    for _task in range(6):
         seen = {}
         for _ in range(5):
             xs, ys, _ = stream.next()

@@ -16,14 +16,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-
 from forgetting_common.cli import config_dict
 from forgetting_common.data import resolve_root
 from forgetting_common.device import resolve_device
 from forgetting_common.errors import UserError, run_main
+
 from upgd.learners import learner_spec, validate_hps
-from upgd.networks import build_network  # noqa: F401  (validation of names below)
-from upgd.networks import NETWORKS
+from upgd.networks import (
+    NETWORKS,
+    build_network,  # noqa: F401  (validation of names below)
+)
 from upgd.runner import RunConfig, run_plain, run_stats
 from upgd.tasks import task_spec
 

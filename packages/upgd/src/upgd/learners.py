@@ -6,7 +6,19 @@ import inspect
 from dataclasses import dataclass, field
 
 from forgetting_common.errors import UserError
-from upgd.optim import EWC, MAS, PGD, SGD, SI, Adam, FeatureUPGD, RWalk, ShrinkAndPerturb, WeightUPGD
+
+from upgd.optim import (
+    EWC,
+    MAS,
+    PGD,
+    SGD,
+    SI,
+    Adam,
+    FeatureUPGD,
+    RWalk,
+    ShrinkAndPerturb,
+    WeightUPGD,
+)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-
 from forgetting_common.errors import UserError
 
 #: The student notebook's legend order.

@@ -9,9 +9,8 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
-from torch import nn
-
 from forgetting_common.errors import UserError
+from torch import nn
 
 
 class GateLayer(nn.Module):

@@ -6,8 +6,14 @@ import json
 import sys
 from collections.abc import Sequence
 
-from forgetting_common.cli import OneLineErrorParser, add_print_config_flag, add_quiet_flag, config_dict
+from forgetting_common.cli import (
+    OneLineErrorParser,
+    add_print_config_flag,
+    add_quiet_flag,
+    config_dict,
+)
 from forgetting_common.errors import run_main
+
 from upgd.metrics import format_table, results_table
 from upgd.plots import PANELS, plot_results
 

@@ -9,9 +9,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-
 from forgetting_common.atomic import atomic_write_bytes
 from forgetting_common.errors import UserError
+
 from upgd.metrics import APPROACH_ORDER, grouped_curves
 
 PANELS = (

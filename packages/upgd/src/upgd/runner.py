@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
 from forgetting_common.atomic import atomic_torch_save, atomic_write_text
 from forgetting_common.errors import UserError
 from forgetting_common.runlog import RunLog
 from forgetting_common.seeding import make_generator, seed_everything
+
 from upgd.hesscale import backward_with_hesscale
 from upgd.learners import learner_spec, make_optimizer
 from upgd.networks import HookedNet, build_network

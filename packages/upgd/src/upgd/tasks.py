@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-
 from forgetting_common.data import DatasetError, load_cifar, load_emnist, load_mnist
 from forgetting_common.errors import UserError
 from forgetting_common.seeding import make_generator
