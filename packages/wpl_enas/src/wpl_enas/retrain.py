@@ -1,0 +1,189 @@
+"""``retrain.py``: train a derived cell from scratch and report its final validation/test figures.
+
+The released code has no such script (spec §0, §6.1); the paper's final perplexity / error are
+those of a derived architecture trained alone. The cell comes from ``best_dag.json`` (written by
+every derive of ``main.py``) of the run named by ``--load_path``/``--comment``, or from ``--dag``.
+The model sizes, dropouts and optimiser flags are ``main.py``'s; the loop is a plain language-model
+(or image-classifier) training over full passes of the training data, keeping the best validation
+checkpoint and evaluating it on the test split.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from forgetting_common.atomic import atomic_torch_save, atomic_write_json
+from forgetting_common.cli import config_dict
+from forgetting_common.errors import UserError
+from forgetting_common.runlog import RunLog, progress
+from forgetting_common.seeding import seed_everything
+from wpl_enas.config import build_parser
+from wpl_enas.dags import MicroArchi, dag_from_json, describe
+from wpl_enas.data import TextData, dataset_kind, get_batch, load_cifar10, load_image_folder, resolve_data_dir
+from wpl_enas.run import pick_device, resolve_names, setup_logging
+
+logger = logging.getLogger("wpl_enas")
+
+
+def parse(argv):
+    parser = build_parser("retrain.py")
+    group = parser.add_argument_group("retrain")
+    group.add_argument("--dag", type=str, default="", help="best_dag.json to train (default: the run's own)")
+    group.add_argument("--retrain_epochs", type=int, default=None, help="epochs of training (default --max_epoch)")
+    group.add_argument("--output_dir", type=str, default="", help="default {log_dir}/{model_name}_retrain")
+    group.add_argument("--overwrite", action="store_true", help="replace an existing results.json")
+    args, unparsed = parser.parse_known_args(argv)
+    return args, unparsed
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args, unparsed = parse(argv)
+    resolve_names(args)
+    device = pick_device(args)
+    dag_path = Path(args.dag) if args.dag else Path(args.model_dir) / "best_dag.json"
+    out_dir = Path(args.output_dir or f"{args.model_dir}_retrain")
+    args.retrain_epochs = args.retrain_epochs if args.retrain_epochs is not None else args.max_epoch
+    if args.print_config:
+        print(json.dumps(config_dict(args), sort_keys=True))
+        return {}
+    setup_logging(args.log_level)
+    if unparsed:
+        logger.warning("Unparsed args: %s", unparsed)
+    if not dag_path.is_file():
+        raise UserError(f"{dag_path} not found: pass --dag=<best_dag.json> or --load_path=<run folder of main.py>")
+    try:
+        record = json.loads(dag_path.read_text())
+        dag = dag_from_json(record["dag"] if "dag" in record and "type" in record["dag"] else record)
+    except (ValueError, KeyError, TypeError) as err:
+        raise UserError(f"{dag_path} is not a best_dag.json written by main.py ({err})") from err
+    if (out_dir / "results.json").exists() and not args.overwrite:
+        raise UserError(f"{out_dir}/results.json exists; pass --overwrite or choose another --output_dir")
+    root = resolve_data_dir(args.data_dir, args.dataset)
+    kind = dataset_kind(root, args.dataset)
+    if (kind == "text") == isinstance(dag, MicroArchi):
+        raise UserError(f"{dag_path} holds a {'micro-CNN' if isinstance(dag, MicroArchi) else 'RNN'} cell but "
+                        f"--dataset={args.dataset} is {'text' if kind == 'text' else 'images'}")
+    seed_everything(args.random_seed)
+    runlog = RunLog.create(out_dir, config_dict(args), overwrite=True, tensorboard=args.use_tensorboard,
+                           quiet=args.quiet)
+    logger.info("retraining %s", describe(dag))
+    try:
+        if kind == "text":
+            result = _retrain_rnn(args, dag, root, device, runlog, out_dir)
+        else:
+            result = _retrain_cnn(args, dag, root, kind, device, runlog, out_dir)
+        result["dag"] = record
+        atomic_write_json(out_dir / "results.json", result)
+    finally:
+        runlog.close()
+    return result
+
+
+def _retrain_rnn(args, dag, root, device, runlog, out_dir) -> dict:
+    from wpl_enas.models.shared_rnn import SharedRNN
+
+    data = TextData(root / args.dataset, args.batch_size, args.test_batch_size, device)
+    model = SharedRNN(data.num_tokens, args.shared_embed, args.shared_hid, args.num_blocks,
+                      tie_weights=args.tie_weights, dropout=args.shared_dropout, dropoute=args.shared_dropoute,
+                      dropouti=args.shared_dropouti, wdrop=args.shared_wdrop, mode="train").to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=args.shared_lr, weight_decay=args.shared_l2_reg)
+    length = args.shared_rnn_max_length
+
+    @torch.no_grad()
+    def evaluate(source):
+        model.eval()
+        hidden, total, rows = model.init_hidden(source.size(1)), 0.0, 0
+        for idx in range(0, source.size(0) - 1, length):
+            x, y = get_batch(source, idx, length)
+            out, hidden, _ = model(x, dag, hidden=hidden, is_train=False)
+            total += len(x) * F.cross_entropy(out.reshape(-1, out.size(-1)), y).item()
+            rows += len(x)
+        model.train()
+        return math.exp(min(total / rows, 50.0))
+
+    best, best_epoch, step = math.inf, -1, 0
+    for epoch in progress(range(args.retrain_epochs), quiet=args.quiet, desc="retrain"):
+        t0 = time.time()
+        lr = args.shared_lr * args.shared_decay ** max(epoch - args.shared_decay_after + 1, 0)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        model.train()
+        hidden, total = model.init_hidden(args.batch_size), 0.0
+        batches = 0
+        for idx in range(0, data.train.size(0) - 1, length):
+            x, y = get_batch(data.train, idx, length)
+            out, hidden, extra = model(x, dag, hidden=hidden)
+            hidden = hidden.detach()
+            loss = F.cross_entropy(out.reshape(-1, out.size(-1)), y) + model.penalties(extra)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.shared_grad_clip)
+            opt.step()
+            total += loss.item()
+            batches += 1
+            step += 1
+        valid_ppl = evaluate(data.eval)
+        runlog.log({"retrain/train_ppl": math.exp(min(total / batches, 50)), "retrain/valid_ppl": valid_ppl,
+                    "retrain/lr": lr, "retrain/seconds": time.time() - t0}, step=epoch)
+        logger.info("retrain epoch %d | valid ppl %.2f", epoch, valid_ppl)
+        if valid_ppl < best:
+            best, best_epoch = valid_ppl, epoch
+            atomic_torch_save(model.state_dict(), out_dir / "best_model.pth")
+    model.load_state_dict(torch.load(out_dir / "best_model.pth", map_location=device))
+    test_ppl = evaluate(data.test)
+    logger.info("retrain best epoch %d | valid ppl %.2f | test ppl %.2f", best_epoch, best, test_ppl)
+    return {"kind": "rnn", "best_epoch": best_epoch, "valid_ppl": best, "test_ppl": test_ppl}
+
+
+def _retrain_cnn(args, arch, root, kind, device, runlog, out_dir) -> dict:
+    from wpl_enas.models.shared_cnn import SharedMicroCNN
+
+    if kind == "cifar10":
+        data = load_cifar10(root, args.batch_size, args.test_batch_size, device, args.random_seed)
+    else:
+        data = load_image_folder(root, args.dataset, args.cnn_height, args.cnn_width, args.batch_size,
+                                 args.test_batch_size, device, args.random_seed)
+    model = SharedMicroCNN(num_blocks=args.num_blocks, normal_ops=args.shared_cnn_normal_types,
+                           reduce_ops=args.shared_cnn_reduce_types, num_modules=args.cnn_num_modules,
+                           num_repeat_normal=args.cnn_num_repeat_normal, final_filter_size=args.cnn_final_filter_size,
+                           input_channels=args.cnn_input_channels, height=args.cnn_height, width=args.cnn_width,
+                           output_classes=data.num_classes).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=args.shared_lr, weight_decay=args.shared_l2_reg)
+
+    @torch.no_grad()
+    def evaluate(split):
+        model.eval()
+        correct = sum((model(x, arch).argmax(1) == y).sum().item()
+                      for x, y in (split.batch(i, args.test_batch_size) for i in range(split.num_batches(args.test_batch_size))))
+        model.train()
+        return correct / len(split)
+
+    best, best_epoch = -1.0, -1
+    per_epoch = max(1, len(data.train) // args.batch_size)
+    for epoch in progress(range(args.retrain_epochs), quiet=args.quiet, desc="retrain"):
+        lr = args.shared_lr * args.shared_decay ** max(epoch - args.shared_decay_after + 1, 0)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        for _ in range(per_epoch):
+            x, y = data.next_train()
+            loss = F.cross_entropy(model(x, arch), y)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.shared_grad_clip)
+            opt.step()
+        acc = evaluate(data.valid)
+        runlog.log({"retrain/valid_acc": acc, "retrain/lr": lr}, step=epoch)
+        if acc > best:
+            best, best_epoch = acc, epoch
+            atomic_torch_save(model.state_dict(), out_dir / "best_model.pth")
+    model.load_state_dict(torch.load(out_dir / "best_model.pth", map_location=device))
+    test_acc = evaluate(data.test)
+    return {"kind": "micro_cnn", "best_epoch": best_epoch, "valid_acc": best, "test_acc": test_acc,
+            "test_error_pct": 100 * (1 - test_acc)}
