@@ -91,7 +91,7 @@ def train_epoch(model: nn.Module, loader, criterion, optimizer, device: torch.de
         optimizer.step()
         meter.add(loss, logits, target)
         if log_batch is not None and (i == 0 or i == nb - 1):
-            log_batch(i, nb, float(loss))
+            log_batch(i, nb, float(loss.detach()))
         if bar is not None:
             bar.update(1)
     return meter.result()

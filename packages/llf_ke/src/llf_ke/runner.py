@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import random
 import time
 from pathlib import Path
@@ -189,6 +190,7 @@ def _generations(args, model, device, exp_dir, log, runlog, train_loader, val_lo
                  resume_state, start_ckpt, llf_percent) -> dict[str, Any]:
     start_gen, gen_state, optim_state, sched_state = 0, None, None, None
     summary_rows: list[dict[str, Any]] = []
+    summary: dict[str, Any] = {"name": args.name, "generations": summary_rows, "finished": False}
     if resume_state is not None:
         model.load_state_dict(resume_state["model"])
         _set_requires_grad(model, resume_state["requires_grad"])
@@ -253,15 +255,13 @@ def _generations(args, model, device, exp_dir, log, runlog, train_loader, val_lo
                    step=(g + 1) * args.epochs)
         log.info("generation %d done: val top1 %.2f, test top1 %s", g, row["val_top1"],
                  "-" if row["test_top1"] is None else f"{row['test_top1']:.2f}")
-        _save_resume(args, model, exp_dir, g, True, summary_rows, None, None, None)
-        atomic_write_json(exp_dir / "summary.json", {"name": args.name, "generations": summary_rows,
-                                                     "llf_reset_percent": llf_percent})
-        if args.num_generations == 1:
+        last = g == args.num_generations - 1 or args.num_generations == 1
+        _save_resume(args, model, exp_dir, g, True, summary_rows, None, None, None, finished=last)
+        summary = {"name": args.name, "generations": summary_rows, "llf_reset_percent": llf_percent,
+                   "finished": last}
+        atomic_write_json(exp_dir / "summary.json", summary)
+        if last:
             break
-    summary = {"name": args.name, "generations": summary_rows, "llf_reset_percent": llf_percent,
-               "finished": True}
-    atomic_write_json(exp_dir / "summary.json", summary)
-    _save_resume(args, model, exp_dir, args.num_generations - 1, True, summary_rows, None, None, None, finished=True)
     return summary
 
 
@@ -397,7 +397,14 @@ def _save_model_files(args, model, optimizer, gen: Generation, epoch: int, is_be
              "optimizer": optimizer.state_dict(), "curr_acc1": gen.curr_val["top1"],
              "curr_acc5": gen.curr_val["top5"]}
     ckpt = run_dir / "checkpoints"
-    if is_best:
-        atomic_torch_save(state, ckpt / "model_best.pth")
+    written = None
     if epoch == args.epochs - 1 or (args.save_every > 0 and (epoch + 1) % args.save_every == 0):
-        atomic_torch_save(state, ckpt / f"epoch_{epoch}.state")
+        written = atomic_torch_save(state, ckpt / f"epoch_{epoch}.state")
+    if is_best:
+        if written is not None:  # the same bytes: link instead of serialising twice
+            tmp = ckpt / ".model_best.pth.link"
+            tmp.unlink(missing_ok=True)
+            os.link(written, tmp)
+            os.replace(tmp, ckpt / "model_best.pth")
+        else:
+            atomic_torch_save(state, ckpt / "model_best.pth")

@@ -1,0 +1,71 @@
+"""Training throughput and peak memory of Split_ResNet18 beside a plain torchvision ResNet-18.
+
+    uv run python benchmarks/bench_split_resnet.py [--image_size 16 32 224] [--batch_size 32]
+        [--steps 10] [--device auto] [--threads N]
+
+Both networks have the same shape (102 classes) and are trained with the same SGD step
+(momentum 0.9, weight decay 1e-4, label smoothing 0.1) on random batches. The split layers
+keep their masks out of ``forward``, so the two should run at the same speed; the masks only
+add their own memory (one float per weight).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+
+import torch
+import torchvision
+from forgetting_common.device import peak_memory_bytes, reset_peak_memory, resolve_device, synchronize
+
+from llf_ke.models import Builder, build_model
+
+
+def bench(model: torch.nn.Module, device: torch.device, image_size: int, batch: int, steps: int, warmup: int = 2) -> float:
+    model.to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    crit = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+    x = torch.randn(batch, 3, image_size, image_size, device=device)
+    y = torch.randint(0, 102, (batch,), device=device)
+    for i in range(warmup + steps):
+        if i == warmup:
+            synchronize(device)
+            start = time.perf_counter()
+        loss = crit(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    synchronize(device)
+    return batch * steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--image_size", type=int, nargs="+", default=[16, 32])
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None)
+    a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    device = resolve_device(a.device)
+    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, batch {a.batch_size}")
+    print(f"{'model':<28}{'size':>6}{'img/s':>10}{'peak MiB':>11}")
+    for size in a.image_size:
+        for label, make in (("Split_ResNet18 (masks)", lambda: build_model("Split_ResNet18", 102, Builder())),
+                            ("torchvision resnet18", lambda: torchvision.models.resnet18(num_classes=102))):
+            gc.collect()
+            reset_peak_memory(device)
+            model = make()
+            ips = bench(model, device, size, a.batch_size, a.steps)
+            peak = peak_memory_bytes(device) / 2**20
+            print(f"{label:<28}{size:>6}{ips:>10.1f}{peak:>11.0f}")
+            del model
+    if device.type == "cpu":
+        print("note: on CPU the peak is the process's max RSS, which never goes down (read it as cumulative)")
+
+
+if __name__ == "__main__":
+    main()
