@@ -18,9 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from forgetting_common import masks as M
+from torch import nn
 
 NUM_COLORS = 8
 NUM_SHAPES = 4
@@ -103,11 +102,25 @@ class GameSampler:
 
 
 # --------------------------------------------------------------------------- models
-def lstm_step(lstm: nn.LSTM, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
-    """One step of a single-layer ``nn.LSTM`` (gate order i, f, g, o) on ``(B, in)`` inputs."""
-    gates = F.linear(x, lstm.weight_ih_l0, lstm.bias_ih_l0) + F.linear(h, lstm.weight_hh_l0, lstm.bias_hh_l0)
+def lstm_step(lstm: nn.LSTM, tokens: torch.Tensor | None, h: torch.Tensor | None, c: torch.Tensor | None,
+              batch: int | None = None):
+    """One step of a single-layer ``nn.LSTM`` (gate order i, f, g, o) fed one-hot tokens.
+
+    ``tokens`` (B,) are symbol ids: the one-hot input times ``W_ih`` is a column lookup;
+    ``None`` is the all-zero start input. ``h = c = None`` stands for the zero state.
+    """
+    if tokens is None:
+        gates = lstm.bias_ih_l0.expand(batch if h is None else h.shape[0], -1)
+    else:
+        gates = lstm.weight_ih_l0.t()[tokens] + lstm.bias_ih_l0
+    if h is None:
+        gates = gates + lstm.bias_hh_l0
+    else:
+        gates = gates + F.linear(h, lstm.weight_hh_l0, lstm.bias_hh_l0)
     i, f, g, o = gates.chunk(4, dim=-1)
-    c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    c_new = torch.sigmoid(i) * torch.tanh(g)
+    if c is not None:
+        c_new = c_new + torch.sigmoid(f) * c
     h_new = torch.sigmoid(o) * torch.tanh(c_new)
     return h_new, c_new
 
@@ -135,11 +148,11 @@ class Sender(nn.Module):
     def speak(self, attrs: torch.Tensor, stochastic: bool = True, generator: torch.Generator | None = None) -> Speech:
         batch = attrs.shape[0]
         h = self.attr2hidden(attrs)
-        c = torch.zeros_like(h)
-        x = attrs.new_zeros(batch, self.vocab)
+        c = None  # c0 = 0
+        x = None  # the all-zero start token
         tokens, log_prob, p_log_p, prob, all_lp = [], 0.0, 0.0, 1.0, []
         for step in range(self.message_len):
-            h, c = lstm_step(self.speaklstm, x, h, c)
+            h, c = lstm_step(self.speaklstm, x, h, c, batch)
             logp = F.log_softmax(self.hidden2vocab(h), dim=-1)
             p = logp.exp()
             all_lp.append(logp)
@@ -153,7 +166,7 @@ class Sender(nn.Module):
             prob = prob * chosen.exp()
             tokens.append(tok)
             if step != self.message_len - 1:
-                x = F.one_hot(tok, self.vocab).to(attrs.dtype)
+                x = tok  # fed back as a one-hot input
         return Speech(torch.stack(tokens, 1), log_prob, p_log_p, prob, torch.stack(all_lp, 0))
 
 
@@ -168,15 +181,12 @@ class Receiver(nn.Module):
         self.hidden2embed = nn.Linear(hidden, hidden)
 
     def scores(self, message: torch.Tensor, cand_attrs: torch.Tensor) -> torch.Tensor:
-        batch = message.shape[0]
-        h = cand_attrs.new_zeros(batch, self.listenlstm.hidden_size)
-        c = torch.zeros_like(h)
-        onehots = F.one_hot(message, self.vocab).to(cand_attrs.dtype)
+        h = c = None
         for step in range(message.shape[1]):
-            h, c = lstm_step(self.listenlstm, onehots[:, step], h, c)
+            h, c = lstm_step(self.listenlstm, message[:, step], h, c)
         query = self.hidden2embed(h)  # (B, H)
         embeds = self.attr2embed(cand_attrs)  # (B, K, H)
-        return torch.einsum("bkh,bh->bk", embeds, query)
+        return torch.bmm(embeds, query.unsqueeze(2)).squeeze(2)
 
     def act(self, message: torch.Tensor, cand_attrs: torch.Tensor, stochastic: bool = True,
             generator: torch.Generator | None = None):
@@ -199,6 +209,10 @@ def reinit_modules(model: nn.Module) -> None:
 
 
 # --------------------------------------------------------------------------- team
+def make_adam(params, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
+    """Adam with the multi-tensor implementation (same update, less Python overhead)."""
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
+
 @dataclass
 class StepResult:
     sloss: torch.Tensor
@@ -223,7 +237,7 @@ class Team:
         self.r_opt = self._adam(self.rbot, r_lr)
 
     def _adam(self, model: nn.Module, lr: float) -> torch.optim.Adam:
-        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=self.weight_decay)
+        return make_adam(model.parameters(), lr, self.weight_decay)
 
     def play(self, cands: torch.Tensor, target_pos: torch.Tensor, stochastic: bool = True) -> StepResult:
         """One batch of games; ``cands`` (B, 5) object ids, ``target_pos`` (B,) on the device."""
