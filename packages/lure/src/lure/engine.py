@@ -318,7 +318,7 @@ def _state_dict_copy(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _run_state(ctx: RunContext, k: int, plan: ReplayPlan, milestones: list[int], randinit: dict, results: dict) -> None:
-    args, model, data, device = ctx.args, ctx.model, ctx.data, ctx.device
+    args, model, data = ctx.args, ctx.model, ctx.data
     start_time = time.time()
     train_list, val_list = plan.state(k)
     info: dict = {"state": k, "train_size": len(train_list), "val_size": len(val_list),
