@@ -194,6 +194,11 @@ def parse_args(argv: list[str] | None = None, prog: str = "main.py") -> tuple[ar
         ops = getattr(args, name)
         if not isinstance(ops, list | tuple) or not ops or any(op not in CNN_OPS for op in ops):
             raise UserError(f"--{name} must be a list drawn from {CNN_OPS}, got {ops!r}")
+    if args.network_type == "micro_cnn":
+        from wpl_enas.models.shared_cnn import check_channel_plan
+
+        check_channel_plan(args.cnn_final_filter_size, args.cnn_num_modules, args.cnn_input_channels,
+                           args.cnn_height, args.cnn_width)
     if args.network_type == "rnn" and args.tie_weights and args.shared_embed != args.shared_hid:
         raise UserError(f"--tie_weights needs --shared_embed == --shared_hid (got {args.shared_embed} and {args.shared_hid})")
     return args, unparsed

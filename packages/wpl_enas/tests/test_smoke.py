@@ -1,0 +1,194 @@
+"""The seed command lines with tiny overrides appended (spec §7.2), run in-process on generated data."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from forgetting_common.errors import UserError
+from forgetting_common.runlog import read_metrics
+from wpl_enas.fixtures import CNN_SEED, RNN_SEED
+
+
+def main(argv):
+    from wpl_enas.run import main as run
+
+    return run(argv)
+
+
+def forgetting(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "forgetting.jsonl").read_text().splitlines() if line.strip()]
+
+
+def epoch_records(run: Path) -> dict[int, dict]:
+    return {r["step"]: r for r in read_metrics(run) if "epoch/alpha" in r}
+
+
+def test_rnn_seed_wpl_gif_resume_derive_test(workdir, rnn_tiny):
+    out = main(RNN_SEED + rnn_tiny)
+    run = workdir / "logs" / "ptb_2018-02-15_11-20-02"
+    trainer = out["trainer"]
+    # run folder contents
+    assert (run / "params.json").is_file() and (run / "config.json").is_file() and (run / "train.log").is_file()
+    assert sorted(p.name for p in run.glob("*.pth")) == [
+        "controller_epoch0_step0.pth", "controller_epoch3_step9.pth", "shared_epoch0_step3.pth", "shared_epoch3_step12.pth"]
+    assert list(run.glob("networks/*-best.png")) and list(run.glob("networks/*.dot"))
+    assert list(run.glob("tensorboard/events.out.tfevents.*"))
+    params = json.loads((run / "params.json").read_text())
+    assert params["alpha_small_scale"] == pytest.approx(1e-4) and params["model_name"] == "ptb_2018-02-15_11-20-02"
+    # forgetting measured in epochs 1..3 with finite diffs
+    recs = forgetting(run)
+    assert [r["epoch"] for r in recs] == [1, 2, 3]
+    assert all(len(r["diff"]) == 3 and all(abs(d) < 1e9 for d in r["diff"]) for r in recs)
+    # WPL: exactly 0 on the first WPL step, > 0 later; never before epoch 1
+    trace = trainer.wpl_trace
+    assert all(t["wpl"] == 0.0 for t in trace if t["epoch"] == 0)
+    first_on = [t for t in trace if t["wpl_on"]][0]
+    assert first_on["epoch"] == 1 and first_on["step"] == 0 and first_on["wpl"] == 0.0
+    assert any(t["wpl"] > 0 for t in trace if t["epoch"] >= 1)
+    # alpha schedule: 60, 60, 59 (after=2), 58
+    epochs = epoch_records(run)
+    assert [epochs[e]["epoch/alpha"] for e in range(4)] == [60.0, 60.0, 59.0, 58.0]
+    assert [epochs[e]["epoch/controller_trained"] for e in range(4)] == [0, 1, 1, 1]
+    assert epochs[1]["epoch/fisher_norm_max"] > 0
+    assert epochs[3]["epoch/fisher_norm_max"] <= 10.0 * 60.0 * 1.0001
+    best = json.loads((run / "best_dag.json").read_text())
+    assert best["dag"]["type"] == "rnn" and len(best["genotype"]["recurrent"]) == 3
+
+    # generate_gif.py
+    from wpl_enas.gif import main as gif_main
+
+    gif = gif_main(["--model_name=ptb_2018-02-15_11-20-02", "--output=sample.gif", "--quiet"])
+    import imageio.v3 as iio
+
+    frames = iio.imread(gif, index=None)
+    assert frames.ndim == 4 and frames.shape[0] >= 1
+
+    # resume via --load_path: continues at epoch 4 (after the saved epoch 3)
+    out = main(RNN_SEED + rnn_tiny + ["--load_path=ptb_2018-02-15_11-20-02", "--max_epoch=5"])
+    assert out["trainer"].start_epoch == 4
+    assert {t["epoch"] for t in out["trainer"].wpl_trace} == {4}
+    assert (run / "shared_epoch4_step15.pth").is_file()
+    assert "resuming at epoch 4" in (run / "train.log").read_text()
+
+    # derive and test modes on the saved run
+    out = main(RNN_SEED + rnn_tiny + ["--mode=derive", "--load_path=ptb_2018-02-15_11-20-02"])
+    assert isinstance(out["best"], dict)
+    out = main(RNN_SEED + rnn_tiny + ["--mode=test", "--load_path=ptb_2018-02-15_11-20-02", "--test_batch_size=2"])
+    assert out["test"]["eval/test_best_ppl"] > 1.0
+
+    # retrain the derived cell from scratch
+    from wpl_enas.retrain import main as retrain
+
+    res = retrain(RNN_SEED + rnn_tiny + ["--load_path=ptb_2018-02-15_11-20-02", "--retrain_epochs=1",
+                                         "--use_tensorboard=False"])
+    assert res["test_ppl"] > 1.0 and (workdir / "logs" / "ptb_2018-02-15_11-20-02_retrain" / "results.json").is_file()
+    with pytest.raises(UserError, match="exists"):
+        retrain(RNN_SEED + rnn_tiny + ["--load_path=ptb_2018-02-15_11-20-02", "--retrain_epochs=1"])
+
+
+def test_cnn_seed_then_resume_with_wpl(workdir, cnn_tiny, caplog):
+    out = main(CNN_SEED + cnn_tiny)
+    run = workdir / "logs" / "cifar10_cnn-train"
+    assert all(t["wpl"] == 0.0 for t in out["trainer"].wpl_trace)  # start_using_fisher=50000: WPL never on
+    assert sorted(p.name for p in run.glob("shared_*.pth")) == [
+        "shared_epoch0_step3.pth", "shared_epoch2_step9.pth", "shared_epoch3_step12.pth"]
+    recs = forgetting(run)
+    assert [r["epoch"] for r in recs] == [1, 2, 3] and recs[0]["metric"] == "valid_acc"
+    epochs = epoch_records(run)
+    assert [epochs[e]["epoch/controller_trained"] for e in range(4)] == [0, 0, 1, 1]
+    params = json.loads((run / "params.json").read_text())
+    assert params["controller_max_step"] == 3 and params["reward_c"] == 1.0 and params["momentum"] is False
+
+    # the seed's --resume=True continues the newest checkpoint; WPL from epoch 4
+    out = main(CNN_SEED + cnn_tiny + ["--max_epoch=6", "--start_using_fisher=4"])
+    trainer = out["trainer"]
+    assert trainer.start_epoch == 4
+    assert "resuming at epoch 4" in (run / "train.log").read_text()
+    assert any(t["wpl"] > 0 for t in trainer.wpl_trace)
+    epochs = epoch_records(run)
+    assert epochs[4]["epoch/alpha"] == 60.0 and epochs[5]["epoch/alpha"] == 60.0  # no α decay on the CNN path
+    for name, _ in trainer.shared.protected_named_params():
+        assert trainer.wpl.fisher(name).norm().item() <= 10.0 * 60.0 * 1.0001
+    best = json.loads((run / "best_dag.json").read_text())
+    assert best["dag"]["type"] == "micro_cnn"
+
+    out = main(CNN_SEED + cnn_tiny + ["--mode=test", "--load_path=cifar10_cnn-train"])
+    assert 0.0 <= out["test"]["eval/test_best_top_1_acc"] <= 1.0
+
+
+def test_custom_text_dataset(workdir, rnn_tiny):
+    out = main(["--dataset=tiny_text"] + rnn_tiny + ["--comment=ct", "--max_epoch=2", "--use_tensorboard=False"])
+    run = workdir / "logs" / "tiny_text_ct"
+    assert out["trainer"].data.num_tokens <= 41
+    assert (run / "shared_epoch1_step6.pth").is_file()  # the final checkpoint is always saved
+    assert not list(run.glob("networks/*.png"))  # no drawings without TensorBoard
+
+
+def test_custom_image_dataset(workdir, cnn_tiny):
+    out = main(["--dataset=tiny_images", "--network_type=micro_cnn"] + cnn_tiny + ["--comment=ci", "--max_epoch=1"])
+    trainer = out["trainer"]
+    assert trainer.args.output_classes == 3
+    assert trainer.shared.classifier.out_features == 3
+    params = json.loads((workdir / "logs" / "tiny_images_ci" / "params.json").read_text())
+    assert params["output_classes"] == 3
+
+
+def test_image_layouts_labels_csv_and_flat(workdir):
+    from PIL import Image
+
+    from wpl_enas.data import read_image_split
+
+    folder = workdir / "flat"
+    folder.mkdir()
+    for i in range(4):
+        Image.new("RGB", (20, 24), (i * 40, 0, 0)).save(folder / f"im{i}.png")
+    _, labels, names = read_image_split(folder, 32, 32)
+    assert labels.tolist() == [0, 0, 0, 0] and names == ["0"]
+    (folder / "labels.csv").write_text("filename,label\n" + "".join(f"im{i}.png,{i % 2}\n" for i in range(4)))
+    images, labels, names = read_image_split(folder, 32, 32)
+    assert labels.tolist() == [0, 1, 0, 1] and images.shape == (4, 3, 32, 32)
+
+
+def test_two_models_smoke(workdir):
+    from wpl_enas.two_models import main as two
+
+    res = two(["--dataset=clusters", "--epochs_a=2", "--epochs_b=2", "--arms=plain,wpl:100", "--quiet",
+               "--output_dir=tm"])
+    assert (workdir / "tm" / "results.json").is_file() and (workdir / "tm" / "forgetting.png").is_file()
+    for key, value in res["summary"].items():
+        if isinstance(value, dict):
+            assert abs(value["A_loss_rise_mean"]) < 10 and 0.0 <= value["B_acc_mean"] <= 1.0
+    assert set(res["summary"]) >= {"plain", "wpl a=100"}
+    with pytest.raises(UserError, match="exists"):
+        two(["--dataset=clusters", "--epochs_a=1", "--epochs_b=1", "--output_dir=tm", "--quiet"])
+
+
+def test_gif_errors(workdir):
+    from wpl_enas.gif import main as gif_main
+
+    with pytest.raises(UserError, match="not found"):
+        gif_main(["--model_name=nothing_here"])
+    (workdir / "logs" / "empty_run" / "networks").mkdir(parents=True)
+    with pytest.raises(UserError, match="no PNG"):
+        gif_main(["--model_name=empty_run"])
+
+
+def test_drawing_uses_dot_when_present(workdir):
+    import shutil
+
+    from wpl_enas.dags import build_rnn_dag
+    from wpl_enas.viz import draw_network
+
+    path = draw_network(build_rnn_dag(["tanh", "ReLU", "sigmoid"], [0, 1], 3), workdir / "g.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    dot = path.with_suffix(".dot").read_text()
+    assert "strict digraph" in dot and re.search(r"avg", dot)
+    if shutil.which("dot") is None:
+        pytest.skip("graphviz 'dot' is not installed: checked the Pillow fallback PNG only")
+    from PIL import Image
+
+    assert Image.open(path).size[1] > 100  # a real graph layout, taller than the text fallback
