@@ -22,6 +22,12 @@ C2 = ("--seed 1 --train_perc 1 --random_perc 0.0 --keep_perc 0.3 --train_iters 5
       "--no_wandb").split()
 
 
+@pytest.fixture
+def seeds():
+    """The seed command lines (C1 KE-style, C2 IMP-style) as argument lists."""
+    return list(C1), list(C2)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():
     torch.set_num_threads(1)

@@ -12,15 +12,6 @@ from targeted_forgetting.metrics import KEYS
 TINY = ["--train_iters", "60", "--print_every", "20", "--data_source", "synthetic",
         "--train_limit", "2000", "--device", "cpu"]
 
-@pytest.fixture
-def seeds():
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("tf_conftest", Path(__file__).with_name("conftest.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.C1, module.C2
 
 def test_seed_line_c1_ke_style(run_cli, records, seeds, capsys):
     run_dir = run_cli(seeds[0] + TINY)
