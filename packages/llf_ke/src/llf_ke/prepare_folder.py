@@ -40,7 +40,8 @@ def _check_dst(dst: Path) -> Path:
     return target
 
 
-def export_digits(dst: str | Path, train_per_class: int = 15, val_per_class: int = 30, seed: int = 0) -> dict[str, int]:
+def export_digits(dst: str | Path, train_per_class: int = 15, val_per_class: int = 30, seed: int = 0,
+                  test_per_class: int | None = None) -> dict[str, int]:
     from forgetting_common.data import load_digits
 
     target = _check_dst(Path(dst))
@@ -53,7 +54,7 @@ def export_digits(dst: str | Path, train_per_class: int = 15, val_per_class: int
         if len(idx) <= train_per_class + val_per_class:
             raise UserError(f"digit {c} has only {len(idx)} images; lower --train_per_class/--val_per_class")
         parts = {"train": idx[:train_per_class], "val": idx[train_per_class:train_per_class + val_per_class],
-                 "test": idx[train_per_class + val_per_class:]}
+                 "test": idx[train_per_class + val_per_class:][:test_per_class]}
         for split, ids in parts.items():
             for j, i in enumerate(ids):
                 small = (images[i].numpy().astype(np.float32) * (255.0 / 16.0)).astype(np.uint8)
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     if a.source == "digits":
-        counts = export_digits(a.dst, a.train_per_class, a.val_per_class, a.seed)
+        counts = export_digits(a.dst, a.train_per_class, a.val_per_class, a.seed, a.test_per_class)
     else:
         counts = export_cifar10_jpeg(a.src, a.dst, a.train_per_class, a.val_per_class, a.test_per_class, a.seed)
     print(f"{Path(a.dst) / 'Folder'}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))

@@ -57,7 +57,7 @@ def reproduce(out: str | Path, source: str = "digits", generations: int = 6, epo
     data = out / "data"
     if not (data / "Folder").is_dir():
         if source == "digits":
-            export_digits(data, train_per_class, val_per_class)
+            export_digits(data, train_per_class, val_per_class, 0, test_per_class)
         else:
             export_cifar10_jpeg(None, data, train_per_class, val_per_class, test_per_class)
     seeds = seeds or [0]
