@@ -27,7 +27,7 @@ def small(tmp_path, *extra: str, arch: str = "resnet20s", states: int = 3, epoch
 
 def test_seed_command_1(runner, tmp_path, load):
     save, logs = tmp_path / "S", tmp_path / "L"
-    argv = [*SEED1, "--log-dir", logs, "--save_dir", save, *SMOKE, "--image_size", "8", "--save_start_weights"]
+    argv = [*SEED1, "--log-dir", logs, "--save_dir", save, *SMOKE, "--image_size", "4", "--save_start_weights"]
     results, out, _ = runner.main(argv)
     for name in ["randinit.pth.tar", *(f"{k}checkpoint.pth.tar" for k in (1, 2, 3)),
                  *(f"{k}model_SA_best.pth.tar" for k in (1, 2, 3)), "snip_mask_1.pth", "snip_mask_2.pth",
@@ -67,7 +67,7 @@ def test_seed_command_2_restricted_imagenet(runner, tmp_path, load):
             "--arch", "resnet50", "--seed", "10", "--epochs", "1", "--decreasing_lr", "1", "--batch_size", "16",
             "--weight_decay", "1e-4", "--meta_batch_size", "20", "--meta_batch_number", "2", "--snip_size", "0.20",
             "--save_dir", tmp_path / "S2", "--sparsity_level", "1", "-wb", "--gamma", "0.1", "--use_snip",
-            *SMOKE, "--image_size", "8"]
+            *SMOKE, "--image_size", "4"]
     results, out, _ = runner.main(argv)
     states = results["states"]
     assert [s["val_first"] for s in states] == [80565, 80565]  # full replay: val chunks 1..k

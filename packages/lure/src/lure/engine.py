@@ -142,6 +142,12 @@ def _check_outputs(args, save_dir: Path) -> None:
             f"--overwrite to replace it, or choose another folder")
 
 
+def _load(path: Path):
+    if not path.is_file():
+        raise UserError(f"--resume: {path} is missing; the run folder is incomplete")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
 def _log_dir(args, save_dir: Path) -> Path:
     return Path(args.log_dir) / args.run if args.log_dir else save_dir / "wb_offline"
 
@@ -200,11 +206,13 @@ def run_anytime(args) -> dict:
         if not args.alma:
             atomic_torch_save(randinit, save_dir / "randinit.pth.tar")
     else:
-        randinit = resume_state["randinit"]
         k_done = resume_state["state"]
-        model.load_state_dict(torch.load(save_dir / f"{k_done}model_SA_best.pth.tar", map_location="cpu",
-                                         weights_only=False)["state_dict"])
-        optimizer.load_state_dict(resume_state["optimizer"])
+        randinit = None
+        if not args.alma:
+            randinit = _load(save_dir / "randinit.pth.tar")
+        model.load_state_dict(_load(save_dir / f"{k_done}model_SA_best.pth.tar")["state_dict"])
+        optimizer.load_state_dict(_load(save_dir / f"{k_done}checkpoint.pth.tar")["optimizer"])
+        set_lr(optimizer, resume_state["lr"])
         plan.load_state_dict(resume_state["plan"])
         gens.load_state_dict(resume_state["generators"])
         set_rng_state(resume_state["rng"])
@@ -215,9 +223,11 @@ def run_anytime(args) -> dict:
     try:
         for k in range(first_state, args.meta_batch_number + 1):
             _run_state(ctx, k, plan, milestones, randinit, results)
+            # Small on purpose: the weights are in {k}model_SA_best, the optimizer (unchanged since the
+            # last epoch) in {k}checkpoint and the initial weights in randinit.pth.tar.
             atomic_torch_save({
-                "state": k, "seed": seed, "optimizer": optimizer.state_dict(), "plan": plan.state_dict(),
-                "generators": gens.state_dict(), "rng": get_rng_state(), "results": results, "randinit": randinit,
+                "state": k, "seed": seed, "plan": plan.state_dict(), "generators": gens.state_dict(),
+                "rng": get_rng_state(), "results": results, "lr": args.state_lr,
             }, save_dir / STATE_FILE)
         _finish(ctx, results)
     finally:
