@@ -158,6 +158,10 @@ def build_parser(prog: str = "main.py") -> argparse.ArgumentParser:
 
     ext = parser.add_argument_group("extensions (not in the original)")
     add_common_flags(ext)
+    ext.add_argument("--train_limit", type=int, default=None,
+                     help="use at most this many training tokens (text) or images (smoke runs, slices)")
+    ext.add_argument("--test_limit", type=int, default=None,
+                     help="use at most this many validation and test tokens (text) or images")
     return parser
 
 
@@ -176,6 +180,9 @@ def parse_args(argv: list[str] | None = None, prog: str = "main.py") -> tuple[ar
     args, unparsed = parser.parse_known_args(argv)
     for name in POSITIVE:
         if getattr(args, name) <= 0:
+            raise UserError(f"--{name} must be positive, got {getattr(args, name)}")
+    for name in ("train_limit", "test_limit"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
             raise UserError(f"--{name} must be positive, got {getattr(args, name)}")
     if args.max_epoch < 0 or args.shared_max_step < 0:
         raise UserError("--max_epoch and --shared_max_step must not be negative")

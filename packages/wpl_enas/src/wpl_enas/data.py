@@ -76,10 +76,15 @@ class TextData:
     """PTB-style corpus: ``train``/``valid`` batchified with ``batch_size``, ``eval``/``test`` with
     ``test_batch_size`` (all time-major ``rows × columns`` int64 on the device)."""
 
-    def __init__(self, path: Path, batch_size: int, test_batch_size: int, device: torch.device) -> None:
+    def __init__(self, path: Path, batch_size: int, test_batch_size: int, device: torch.device,
+                 train_limit: int | None = None, test_limit: int | None = None) -> None:
         corpus = Corpus(path, flag="--data_dir")
         self.corpus = corpus
-        self.num_tokens = corpus.num_tokens
+        self.num_tokens = corpus.num_tokens  # the vocabulary of the whole files, slices or not
+        if train_limit:
+            corpus.train = corpus.train[:train_limit]
+        if test_limit:
+            corpus.valid, corpus.test = corpus.valid[:test_limit], corpus.test[:test_limit]
         self.train = batchify(corpus.train, batch_size, device)
         self.valid = batchify(corpus.valid, batch_size, device)
         self.eval = batchify(corpus.valid, test_batch_size, device)
@@ -156,7 +161,7 @@ def _normalise(images_u8: torch.Tensor, mean, std, device) -> torch.Tensor:
 
 
 def load_cifar10(root: Path, batch_size: int, test_batch_size: int, device: torch.device, seed: int,
-                 train_limit: int | None = None) -> ImageData:
+                 train_limit: int | None = None, test_limit: int | None = None) -> ImageData:
     """CIFAR-10: the 50k training split; valid = test = the 10k test split (as in the original)."""
     candidates = [root] + ([Path("data")] if root != Path("data") else [])
     last: Exception | None = None
@@ -172,6 +177,8 @@ def load_cifar10(root: Path, batch_size: int, test_batch_size: int, device: torc
                            f"pickles) or {root}/cifar10-jpeg/cifar10-jpeg.zip; set --data_dir ({last})")
     if train_limit:
         xtr, ytr = xtr[:train_limit], ytr[:train_limit]
+    if test_limit:
+        xte, yte = xte[:test_limit], yte[:test_limit]
     train = ImageSplit(xtr.to(device), ytr.to(device), CIFAR_MEAN, CIFAR_STD)
     test = ImageSplit(xte.to(device), yte.to(device), CIFAR_MEAN, CIFAR_STD)
     return ImageData(train, test, test, 10, batch_size, test_batch_size, seed)

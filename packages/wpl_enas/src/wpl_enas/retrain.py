@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> dict:
 def _retrain_rnn(args, dag, root, device, runlog, out_dir) -> dict:
     from wpl_enas.models.shared_rnn import SharedRNN
 
-    data = TextData(root / args.dataset, args.batch_size, args.test_batch_size, device)
+    data = TextData(root / args.dataset, args.batch_size, args.test_batch_size, device,
+                    args.train_limit, args.test_limit)
     model = SharedRNN(data.num_tokens, args.shared_embed, args.shared_hid, args.num_blocks,
                       tie_weights=args.tie_weights, dropout=args.shared_dropout, dropoute=args.shared_dropoute,
                       dropouti=args.shared_dropouti, wdrop=args.shared_wdrop, mode="train").to(device)
@@ -146,7 +147,8 @@ def _retrain_cnn(args, arch, root, kind, device, runlog, out_dir) -> dict:
     from wpl_enas.models.shared_cnn import SharedMicroCNN
 
     if kind == "cifar10":
-        data = load_cifar10(root, args.batch_size, args.test_batch_size, device, args.random_seed)
+        data = load_cifar10(root, args.batch_size, args.test_batch_size, device, args.random_seed,
+                            args.train_limit, args.test_limit)
     else:
         data = load_image_folder(root, args.dataset, args.cnn_height, args.cnn_width, args.batch_size,
                                  args.test_batch_size, device, args.random_seed)

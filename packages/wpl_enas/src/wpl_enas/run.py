@@ -124,12 +124,14 @@ def main(argv: list[str] | None = None) -> dict:
     seed_everything(args.random_seed)
     torch.backends.cudnn.deterministic = True
     if kind == "text":
-        data = TextData(root / args.dataset, args.batch_size, args.test_batch_size, device)
+        data = TextData(root / args.dataset, args.batch_size, args.test_batch_size, device,
+                        args.train_limit, args.test_limit)
         logger.info("text corpus %s: %d types, %d/%d/%d tokens", args.data_path, data.num_tokens,
                     data.corpus.train.numel(), data.corpus.valid.numel(), data.corpus.test.numel())
     else:
         if kind == "cifar10":
-            data = load_cifar10(root, args.batch_size, args.test_batch_size, device, args.random_seed)
+            data = load_cifar10(root, args.batch_size, args.test_batch_size, device, args.random_seed,
+                                args.train_limit, args.test_limit)
         else:
             data = load_image_folder(root, args.dataset, args.cnn_height, args.cnn_width, args.batch_size,
                                      args.test_batch_size, device, args.random_seed)

@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs_b", type=positive_int, default=20)
     p.add_argument("--record_every", type=positive_int, default=50, help="B iterations between measurements")
     p.add_argument("--fisher", choices=["empirical", "minibatch"], default="empirical")
+    p.add_argument("--penalty_update", choices=["proximal", "gradient"], default="proximal",
+                   help="apply the quadratic penalty as its exact proximal step after each SGD step (stable for "
+                        "any lr*alpha*F) or as a gradient term of the loss (diverges once lr*alpha*F > 2)")
     p.add_argument("--arms", default="plain,l2,wpl",
                    help="comma list of plain, l2, wpl (each with its default strengths) or name:alpha")
     p.add_argument("--seeds", default="1", help="comma list of model seeds")
@@ -136,7 +139,7 @@ class TwoModels(nn.Module):
         return list((self.first[which] if self.shared_mode == "top" else self.heads[which]).parameters())
 
 
-def train_epochs(model, which, x, y, epochs, lr, batch_size, gen, penalty=None, on_iter=None):
+def train_epochs(model, which, x, y, epochs, lr, batch_size, gen, penalty=None, on_iter=None, prox=None):
     params = model.private(which) + list(model.shared.parameters())
     opt = torch.optim.SGD(params, lr=lr)
     it = 0
@@ -150,6 +153,8 @@ def train_epochs(model, which, x, y, epochs, lr, batch_size, gen, penalty=None, 
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if prox is not None:
+                prox()
             it += 1
             if on_iter is not None:
                 on_iter(it)
@@ -218,6 +223,13 @@ def run_seed(args, seed: int, arms, data, device) -> dict:
             total = sum((weights[n] * (p - anchor[n]).pow(2)).sum() for n, p in model.shared.named_parameters())
             return 0.5 * alpha * total
 
+        @torch.no_grad()
+        def prox(model=model, weights=weights, alpha=alpha):
+            # argmin_t  (alpha/2) W (t - anchor)^2 + (t - p)^2 / (2 lr)  =  (p + k anchor) / (1 + k),  k = lr alpha W
+            for n, p in model.shared.named_parameters():
+                k = args.lr * alpha * weights[n]
+                p.copy_((p + k * anchor[n]) / (1 + k))
+
         curve = {"iter": [0], "A_loss": [a_loss0], "A_acc": [a_acc0]}
         b0 = evaluate(model, "B", xte, yte_b)
         curve["B_loss"], curve["B_acc"] = [b0[0]], [b0[1]]
@@ -232,8 +244,11 @@ def run_seed(args, seed: int, arms, data, device) -> dict:
                 curve["B_loss"].append(lb)
                 curve["B_acc"].append(ab)
 
+        use = name != "plain"
+        gradient = use and args.penalty_update == "gradient"
         train_epochs(model, "B", xtr, ytr_b, args.epochs_b, args.lr, args.batch_size,
-                     torch.Generator().manual_seed(seed + 1), penalty if name != "plain" else None, record)
+                     torch.Generator().manual_seed(seed + 1), penalty if gradient else None, record,
+                     prox if use and not gradient else None)
         a_loss, a_acc = evaluate(model, "A", xte, yte)
         b_loss, b_acc = evaluate(model, "B", xte, yte_b)
         out["arms"][arm_label(name, alpha)] = {
