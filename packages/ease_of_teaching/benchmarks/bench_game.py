@@ -18,13 +18,16 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-from forgetting_common.device import peak_memory_bytes, reset_peak_memory, resolve_device, synchronize
-
 from ease_of_teaching.game import GameSampler, Team, attribute_table
 from ease_of_teaching.metrics import perfect_language
 from ease_of_teaching.teaching import teach_batched, teach_sequential
+from forgetting_common.device import (
+    peak_memory_bytes,
+    reset_peak_memory,
+    resolve_device,
+    synchronize,
+)
+from torch import nn
 
 
 class PlainSender(nn.Module):
