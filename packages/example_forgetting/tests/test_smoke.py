@@ -193,3 +193,27 @@ def test_scripts_run_as_commands(tmp_path, script):
     assert proc.returncode == 0, proc.stderr
     assert "Number of unforgettable examples:" in proc.stdout
     assert (out / "mnist_sorted.pkl").exists()
+
+
+@pytest.mark.parametrize("layout", ["mnist_raw", "cifar10_jpeg_zip", "cifar10_pickles", "cifar100_pickles"])
+def test_real_data_layouts(tmp_path, run, narrow, monkeypatch, layout):
+    """The real-data path (``--data_root``) on tiny fake copies in each on-disk layout."""
+    from forgetting_common.data import fake
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the JPEG decoder's cache
+
+    root = tmp_path / "data"
+    if layout == "mnist_raw":
+        fake.write_mnist(root, n_train=40, n_test=20)
+        main, argv = mnist_main, ["--dataset", "mnist"]
+    elif layout == "cifar10_jpeg_zip":
+        fake.write_cifar10_jpeg_zip(root, per_class_train=4, per_class_test=2)
+        main, argv = cifar_main, ["--dataset", "cifar10", "--data_augmentation"]
+    else:
+        name = layout.split("_")[0]
+        fake.write_cifar(root, name, n_train=40, n_test=20)
+        main, argv = cifar_main, ["--dataset", name]
+    res = run(main, [*argv, "--data_root", root, "--output_dir", tmp_path / "o", "--epochs", 1, "--quiet",
+                     "--device", "cpu", "--no_tensorboard", "--no_download"])
+    assert len(res.train_indx) == 40
+    assert len(res.test_acc) == 1

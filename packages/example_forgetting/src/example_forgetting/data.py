@@ -8,6 +8,7 @@ the random subsets, the noisy labels and the minibatch order equal the original'
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,9 @@ def _load_real(dataset: str, root: Path) -> tuple[Split, Split]:
     if "mnist" in dataset:
         parts = [load_mnist(root, train=t, download=False, flag="--data_root") for t in (True, False)]
         return tuple(Split(x.unsqueeze(1).contiguous(), y) for x, y in parts)  # type: ignore[return-value]
+    if dataset == "cifar10" and not (root / "cifar-10-batches-py").is_dir():
+        print(f"note: no CIFAR-10 pickles under {root}; reading the JPEG CIFAR-10 layout if present "
+              "(results on it are JPEG CIFAR-10, not the original pixels)", file=sys.stderr)
     parts = [load_cifar(root, dataset, train=t, flag="--data_root") for t in (True, False)]
     return tuple(Split(x, y) for x, y, _ in parts)  # type: ignore[return-value]
 

@@ -51,7 +51,6 @@ class StatsRecorder:
         self.loss = torch.zeros(n, epochs, dtype=torch.float32, device=self.device)
         self.acc = torch.zeros(n, epochs, dtype=torch.uint8, device=self.device)
         self.margin = torch.zeros(n, epochs, dtype=torch.float32, device=self.device)
-        self.seen = torch.zeros(n, epochs, dtype=torch.bool, device=self.device)
         self.train_running: list[float] = []  # running train accuracy (%) after each minibatch
         self.test_acc: list[float] = []  # test accuracy (%) after each epoch
         self.first_order: np.ndarray | None = None  # positions in first-presentation order
@@ -77,7 +76,6 @@ class StatsRecorder:
         self.loss[pos, epoch] = losses.detach().to(self.device, torch.float32)
         self.acc[pos, epoch] = correct.to(self.device, torch.uint8)
         self.margin[pos, epoch] = margin.to(self.device, torch.float32)
-        self.seen[pos, epoch] = True
         self._batch_correct.append(correct.sum())
         self._batch_sizes.append(int(positions.numel()))
         return correct
