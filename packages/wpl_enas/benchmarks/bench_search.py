@@ -17,7 +17,6 @@ import time
 import types
 
 import torch
-
 from forgetting_common.device import peak_memory_bytes, resolve_device, synchronize
 from wpl_enas.config import parse_args
 from wpl_enas.data import ImageData, ImageSplit

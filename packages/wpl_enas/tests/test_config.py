@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1]
-
 from forgetting_common.errors import UserError
 from wpl_enas.config import parse_args, str2bool
 from wpl_enas.fixtures import CNN_SEED, RNN_SEED
+
+PACKAGE = Path(__file__).resolve().parents[1]
 
 TRUE = ["True", "true", "TRUE", "t", "r", "u", "e", "tr", "ru", "ue", "tru", "rue", ""]
 FALSE = ["False", "false", "0", "1", "yes", "no", "y", "on", "truee"]

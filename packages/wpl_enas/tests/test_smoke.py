@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from forgetting_common.errors import UserError
 from forgetting_common.runlog import read_metrics
 from wpl_enas.fixtures import CNN_SEED, RNN_SEED
@@ -139,7 +138,6 @@ def test_custom_image_dataset(workdir, cnn_tiny):
 
 def test_image_layouts_labels_csv_and_flat(workdir):
     from PIL import Image
-
     from wpl_enas.data import read_image_split
 
     folder = workdir / "flat"
@@ -159,7 +157,7 @@ def test_two_models_smoke(workdir):
     res = two(["--dataset=clusters", "--epochs_a=2", "--epochs_b=2", "--arms=plain,wpl:100", "--quiet",
                "--output_dir=tm"])
     assert (workdir / "tm" / "results.json").is_file() and (workdir / "tm" / "forgetting.png").is_file()
-    for key, value in res["summary"].items():
+    for value in res["summary"].values():
         if isinstance(value, dict):
             assert abs(value["A_loss_rise_mean"]) < 10 and 0.0 <= value["B_acc_mean"] <= 1.0
     assert set(res["summary"]) >= {"plain", "wpl a=100"}

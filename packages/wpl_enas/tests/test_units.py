@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-
-from wpl_enas.dags import Node, build_rnn_dag, cell_keys, dag_to_genotype, dag_to_keys, rnn_edges_bfs
+from wpl_enas.dags import (
+    Node,
+    build_rnn_dag,
+    cell_keys,
+    dag_to_genotype,
+    dag_to_keys,
+    rnn_edges_bfs,
+)
 from wpl_enas.models.controller import CNNMicroController, RNNController
 from wpl_enas.models.shared_cnn import MicroCell
 from wpl_enas.models.shared_rnn import SharedRNN

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from forgetting_common.data import DATA_ENV, Corpus, DatasetError, batchify, load_cifar
 from forgetting_common.data.cifar import IMAGE_SUFFIXES
 from forgetting_common.data.tensors import augment_batch

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
 from forgetting_common.data.fake import write_cifar, write_image_folder
 
 RNN_SEED = [

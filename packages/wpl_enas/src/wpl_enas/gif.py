@@ -9,6 +9,7 @@ from pathlib import Path
 
 from forgetting_common.cli import OneLineErrorParser, add_common_flags, config_dict
 from forgetting_common.errors import UserError
+
 from wpl_enas.viz import make_gif
 
 

@@ -18,15 +18,22 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
 from forgetting_common.atomic import atomic_torch_save, atomic_write_json
 from forgetting_common.cli import config_dict
 from forgetting_common.errors import UserError
 from forgetting_common.runlog import RunLog, progress
 from forgetting_common.seeding import seed_everything
+
 from wpl_enas.config import build_parser
 from wpl_enas.dags import MicroArchi, dag_from_json, describe
-from wpl_enas.data import TextData, dataset_kind, get_batch, load_cifar10, load_image_folder, resolve_data_dir
+from wpl_enas.data import (
+    TextData,
+    dataset_kind,
+    get_batch,
+    load_cifar10,
+    load_image_folder,
+    resolve_data_dir,
+)
 from wpl_enas.run import pick_device, resolve_names, setup_logging
 
 logger = logging.getLogger("wpl_enas")

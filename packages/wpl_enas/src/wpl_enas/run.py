@@ -9,13 +9,13 @@ import time
 from pathlib import Path
 
 import torch
-
 from forgetting_common.atomic import atomic_write_json
 from forgetting_common.cli import config_dict
 from forgetting_common.device import resolve_device
 from forgetting_common.errors import UserError
 from forgetting_common.runlog import RunLog
 from forgetting_common.seeding import seed_everything
+
 from wpl_enas.config import parse_args
 from wpl_enas.data import TextData, dataset_kind, load_cifar10, load_image_folder, resolve_data_dir
 from wpl_enas.trainer import CNNTrainer, RNNTrainer, find_checkpoint

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from forgetting_common.atomic import atomic_torch_save, atomic_write_json
 from forgetting_common.errors import UserError
 from forgetting_common.runlog import progress
+
 from wpl_enas.dags import MicroArchi, dag_to_genotype, dag_to_json, dag_to_keys, describe
 from wpl_enas.data import get_batch
 from wpl_enas.models.controller import CNNMicroController, RNNController

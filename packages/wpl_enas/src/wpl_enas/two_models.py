@@ -20,14 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from forgetting_common.atomic import atomic_write_bytes, atomic_write_json
 from forgetting_common.cli import OneLineErrorParser, add_common_flags, config_dict, positive_int
 from forgetting_common.data import load_mnist, resolve_root
 from forgetting_common.device import resolve_device
 from forgetting_common.errors import UserError
 from forgetting_common.runlog import RunLog, progress
+from torch import nn
 
 DEFAULT_ALPHAS = {"plain": [0.0], "l2": [0.1, 1.0], "wpl": [10.0, 100.0, 1000.0]}
 

@@ -14,9 +14,9 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-
 from forgetting_common.atomic import atomic_write_bytes, atomic_write_text
 from forgetting_common.errors import UserError
+
 from wpl_enas.dags import MicroArchi
 
 logger = logging.getLogger("wpl_enas")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from forgetting_common.errors import UserError
 from torch import nn
 
-from forgetting_common.errors import UserError
 from wpl_enas.dags import MicroArchi
 
 INPUT_RELU_OPS = ("depthwise_3x3", "depthwise_5x5")
