@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from forgetting_common.errors import UserError
 from wpl_enas.config import parse_args, str2bool
 from wpl_enas.fixtures import CNN_SEED, RNN_SEED
