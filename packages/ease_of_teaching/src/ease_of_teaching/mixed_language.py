@@ -34,7 +34,13 @@ from ease_of_teaching.game import (
     partial_forget,
 )
 from ease_of_teaching.metrics import perfect_language, step_entropies
-from ease_of_teaching.outputs import check_group_vars, group_name, set_threads, wandb_settings
+from ease_of_teaching.outputs import (
+    check_group_vars,
+    clear_old_tensorboard,
+    group_name,
+    set_threads,
+    wandb_settings,
+)
 
 HALF = NUM_OBJECTS // 2
 
@@ -197,6 +203,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     set_threads(device, args.num_threads)
     cfg["resolved_device"] = str(device)
     folder = run_folder(args)
+    clear_old_tensorboard(folder, args.overwrite)
     log = RunLog.create(folder, cfg, overwrite=args.overwrite, quiet=args.quiet,
                         wandb=wandb_settings(args, "ease_of_teaching_target"))
     try:

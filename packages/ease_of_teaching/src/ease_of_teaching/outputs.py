@@ -50,6 +50,15 @@ def wandb_settings(args, project: str) -> dict | None:
     return {"project": project, "group": args.fname, "name": group_name(args, args.group_vars)}
 
 
+def clear_old_tensorboard(folder: Path, overwrite: bool) -> None:
+    """With ``--overwrite``, drop the replaced run's TensorBoard events (RunLog.create only
+    removes its ``metrics.jsonl``, so old and new curves would otherwise mix)."""
+    tb = Path(folder) / "tensorboard"
+    if overwrite and (Path(folder) / "config.json").exists() and tb.is_dir():
+        for event in tb.glob("events.out.tfevents.*"):
+            event.unlink()
+
+
 def set_threads(device: torch.device, num_threads: int | None) -> None:
     """On the CPU the game's tiny models run fastest on one thread (kernel overhead dominates)."""
     if device.type == "cpu" and num_threads:

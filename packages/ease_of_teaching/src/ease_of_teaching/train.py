@@ -38,6 +38,7 @@ from ease_of_teaching.game import (
 )
 from ease_of_teaching.outputs import (
     check_group_vars,
+    clear_old_tensorboard,
     save_npy,
     save_npz,
     set_threads,
@@ -350,6 +351,9 @@ class Trainer:
         from forgetting_common.atomic import atomic_write_text
 
         atomic_write_text(out / "language.txt", MET.format_language_table(table) + "\n")
+        if self.log.tensorboard is not None:
+            text = MET.format_language_table(table).replace("\n", "  \n")
+            self.log.tensorboard.add_text("language table", text, a.trainIters)
         arrays = {"sloss": sloss, "rloss": rloss, "trainAcc": acc, "entropy": ent}
         arrays = {k: v.cpu().numpy() for k, v in arrays.items()}
         for name, arr in arrays.items():
@@ -412,6 +416,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     set_threads(device, args.num_threads)
     cfg = resolved_config(args)
     cfg["resolved_device"] = str(device)
+    clear_old_tensorboard(Path(args.out_dir) / args.fname, args.overwrite)
     log = RunLog.create(Path(args.out_dir) / args.fname, cfg, overwrite=args.overwrite, quiet=args.quiet,
                         wandb=wandb_settings(args, "ease_of_teaching_forget"))
     try:
