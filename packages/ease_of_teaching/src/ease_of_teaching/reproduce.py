@@ -83,7 +83,7 @@ def analyse_game(label: str, rec: dict) -> dict:
         "acc last 1000": _mean(acc[-1000:]),
         "topo initial": rec["topo"][0],
         "topo final": rec["topo"][-1],
-        "topo mean last 3 boundaries": _mean(rec["topo"][-4:-1]),
+        "topo mean second half": _mean([v for it, v in zip(rec["topo_iters"], rec["topo"]) if it >= T // 2]),
     }
     if rec.get("eot_curve") is not None:
         c = rec["eot_curve"]
@@ -136,7 +136,8 @@ def run_game(args) -> dict:
     for label, recs in results.items():
         keys = recs[0]["analysis"].keys()
         table[label] = {k: _agg([r["analysis"][k] for r in recs]) for k in keys}
-        table[label]["per seed topo mean last 3 boundaries"] = [r["analysis"]["topo mean last 3 boundaries"] for r in recs]
+        table[label]["per seed topo final"] = [r["analysis"]["topo final"] for r in recs]
+        table[label]["per seed topo mean second half"] = [r["analysis"]["topo mean second half"] for r in recs]
     return table
 
 
