@@ -87,7 +87,10 @@ def naive_stats(net, loss, out, y, x):
 
 def bench_baseline(exp: Experiment, learner: str, steps: int, device) -> float:
     src = exp.task
-    raw = ((src.x.cpu().numpy() * 0.5 + 0.5) * 255.0).astype(np.uint8)
+    if src.maximum is not None:  # real data: the raw uint8 pixels
+        raw = src.x.cpu().numpy()
+    else:
+        raw = ((src.x.cpu().numpy() * 0.5 + 0.5) * 255.0).astype(np.uint8)
     perm = np.random.default_rng(0).permutation(src.n_inputs) if src.kind == "input" else None
     ds = PerSampleDataset(raw, src.targets.cpu().numpy(), perm, exp.net.input_shape)
     loader = iter(torch.utils.data.DataLoader(ds, batch_size=1, shuffle=True))

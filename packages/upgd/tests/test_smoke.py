@@ -7,10 +7,10 @@ import math
 import pytest
 from upgd.seed_commands import SEED_HP_DIR, SEED_HPS, STUDENT_KEYS
 
-TINY = ["--n_samples", "70", "--change_freq", "20", "--fake_data", "1", "--tensorboard", "0"]
+TINY = ["--n_samples", "41", "--change_freq", "10", "--fake_data", "1", "--tensorboard", "0"]
 
 
-def _check_stats_json(path, data, *, task, learner_dir, network, hp_dir, n_entries=4):
+def _check_stats_json(path, data, *, task, learner_dir, network, hp_dir, n_entries=5):
     assert path.parts[-5:] == (task, learner_dir, network, hp_dir, f"{data['seed']}.json")
     for key in ("losses", "accuracies", "plasticity_per_task", "n_dead_units_per_task", "weight_rank_per_task",
                 "weight_l2_per_task", "weight_l1_per_task", "grad_l2_per_task", "grad_l0_per_task", "grad_l1_per_task"):
@@ -72,7 +72,7 @@ ORIGINAL = {
 def test_original_learners_mnist_fc(run_cli, learner):
     hps = ORIGINAL[learner]
     argv = ["--task", "input_permuted_mnist_stats", "--learner", learner, "--seed", "3", *hps,
-            "--network", "fully_connected_relu_with_hooks", *TINY, "--stats_every", "20"]
+            "--network", "fully_connected_relu_with_hooks", *TINY, "--stats_every", "10"]
     path, data = run_cli(argv)
     hp_dir = "_".join(f"{hps[i][2:]}_{float(hps[i + 1])}" for i in range(0, len(hps), 2))
     _check_stats_json(path, data, task="input_permuted_mnist_stats", learner_dir=learner,
@@ -89,14 +89,14 @@ def test_feature_learners_gates_run_py(run_cli, learner):
             "--beta_utility", "0.9", "--sigma", "0.01", "--weight_decay", "0.001",
             "--network", "fully_connected_relu_gates", *TINY]
     path, data = run_cli(argv, mode="plain")
-    assert len(data["losses"]) == 70 and len(data["accuracies"]) == 70
+    assert len(data["losses"]) == 41 and len(data["accuracies"]) == 41
     assert all(math.isfinite(v) for v in data["losses"])
 
 
 @pytest.mark.parametrize("task,classes", [("label_permuted_emnist_stats", 47), ("label_permuted_mini_imagenet_stats", 100)])
 def test_other_tasks_sgd(run_cli, task, classes):
     argv = ["--task", task, "--learner", "sgd", "--seed", "0", "--lr", "0.01", "--weight_decay", "0.0001",
-            "--network", "fully_connected_relu_with_hooks", *TINY, "--stats_every", "20"]
+            "--network", "fully_connected_relu_with_hooks", *TINY, "--stats_every", "10"]
     path, data = run_cli(argv)
     _check_stats_json(path, data, task=task, learner_dir="sgd", network="fully_connected_relu_with_hooks",
                       hp_dir="lr_0.01_weight_decay_0.0001")
@@ -105,7 +105,7 @@ def test_other_tasks_sgd(run_cli, task, classes):
 def test_restarts_and_utility_task(run_cli):
     path, data = run_cli(["--task", "input_permuted_mnist_restarts", "--learner", "adam", "--lr", "0.0001",
                           "--network", "fully_connected_relu", *TINY], mode="restarts")
-    assert len(data["accuracies"]) == 70
+    assert len(data["accuracies"]) == 41
     path, data = run_cli(["--task", "weight_utils", "--learner", "sgd_with_hesscale", "--lr", "0.01",
                           "--network", "small_fully_connected_relu", "--n_samples", "50", "--tensorboard", "0"],
                          mode="plain")
@@ -115,7 +115,7 @@ def test_restarts_and_utility_task(run_cli):
 def test_same_seed_same_json_different_seed_differs(run_cli, tmp_path):
     base = ["--task", "label_permuted_cifar10_stats", "--learner", "ratio_norm", "--lr", "0.01", "--beta_utility",
             "0.999", "--sigma", "0.1", "--weight_decay", "0.0", "--network", "convolutional_network_relu_with_hooks",
-            *TINY, "--stats_every", "20"]
+            *TINY, "--stats_every", "10"]
     _, a = run_cli([*base, "--seed", "5"], save_path=tmp_path / "a")
     _, b = run_cli([*base, "--seed", "5"], save_path=tmp_path / "b")
     _, c = run_cli([*base, "--seed", "6"], save_path=tmp_path / "c")
@@ -126,7 +126,7 @@ def test_same_seed_same_json_different_seed_differs(run_cli, tmp_path):
 
 def test_side_files_and_tensorboard(run_cli, tmp_path):
     run_cli(["--task", "label_permuted_digits_stats", "--learner", "sgd", "--lr", "0.1",
-             "--network", "fully_connected_relu_with_hooks", "--n_samples", "30", "--change_freq", "10"])
+             "--network", "fully_connected_relu_with_hooks", "--n_samples", "30", "--change_freq", "10", "--fake_data", "1"])
     assert "time_elapsed" in (tmp_path / "finished_sgd.txt").read_text()
     runs = list((tmp_path / "logs" / "_runs").rglob("metrics.jsonl"))
     assert runs and len(runs[0].read_text().splitlines()) == 3  # one record per task boundary

@@ -20,12 +20,20 @@ from forgetting_common.seeding import make_generator
 
 @dataclass
 class Source:
-    """Preprocessed inputs ``x`` (float, ``[N, ...]``) and labels ``y`` (int64 ``[N]``)."""
+    """Inputs ``x`` ``[N, ...]`` and labels ``y`` (int64 ``[N]``).
+
+    With ``maximum`` set, ``x`` holds raw integer pixels (uint8, 4× smaller than floats) that the
+    stream scales per sample like ``ToTensor`` + ``Normalize(0.5, 0.5)``: ``(x/maximum − 0.5)/0.5``.
+    """
 
     x: torch.Tensor
     y: torch.Tensor
     n_classes: int
     description: str
+    maximum: float | None = None
+
+    def scaled(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.maximum is None else _scale(x, self.maximum)
 
 
 def _scale(images_uint8: torch.Tensor, maximum: float = 255.0) -> torch.Tensor:
@@ -38,25 +46,26 @@ def load_source(dataset: str, data_dir: str | Path, limit: int | None = None) ->
     root = Path(data_dir)
     if dataset == "mnist":
         images, labels = load_mnist(root, train=True)
-        src = Source(_scale(images).reshape(len(labels), -1), labels, 10, "MNIST train (IDX)")
+        src = Source(images.reshape(len(labels), -1), labels, 10, "MNIST train (IDX)", 255.0)
     elif dataset == "emnist":
         images, labels = load_emnist(root, "balanced", train=True)
-        src = Source(_scale(images).reshape(len(labels), -1), labels, 47, "EMNIST balanced train (IDX)")
+        src = Source(images.reshape(len(labels), -1), labels, 47, "EMNIST balanced train (IDX)", 255.0)
     elif dataset == "cifar10":
         images, labels, _ = load_cifar(root, "cifar10", train=True)
         kind = "pickles" if (root / "cifar-10-batches-py").is_dir() else "JPEG re-encode"
-        src = Source(_scale(images), labels, 10, f"CIFAR-10 train ({kind})")
+        src = Source(images, labels, 10, f"CIFAR-10 train ({kind})", 255.0)
     elif dataset == "mini_imagenet":
         src = load_mini_imagenet(root)
     elif dataset == "digits":
         from forgetting_common.data import load_digits
 
         images, labels = load_digits()
-        src = Source(_scale(images, 16.0).reshape(len(labels), -1), labels, 10, "scikit-learn digits 8x8")
+        src = Source(images.reshape(len(labels), -1), labels, 10, "scikit-learn digits 8x8", 16.0)
     else:  # pragma: no cover - guarded by the registry
         raise UserError(f"unknown dataset {dataset!r}")
     if limit is not None:
-        src = Source(src.x[:limit], src.y[:limit], src.n_classes, src.description + f" (first {limit})")
+        src = Source(src.x[:limit].clone(), src.y[:limit].clone(), src.n_classes,
+                     src.description + f" (first {limit})", src.maximum)
     return src
 
 
@@ -150,6 +159,7 @@ class PermutedStream:
         self.name, self.kind, self.change_freq = name, kind, change_freq
         self.source_description = source.description
         self.x = source.x.to(device)
+        self.maximum = source.maximum
         self.labels = source.y.to(device)
         self.n_outputs = source.n_classes
         self.n_inputs = int(source.x[0].numel())
@@ -188,6 +198,8 @@ class PermutedStream:
         i = self._order[self._pos]
         self._pos += 1
         x = self.x[i : i + 1]
+        if self.maximum is not None:
+            x = _scale(x, self.maximum)
         if self.pixel_perm is not None:
             x = x.reshape(1, -1)[:, self.pixel_perm]
         return x, self.targets[i : i + 1], new_task and self.step > 1
