@@ -17,8 +17,12 @@ import time
 
 import torch
 import torchvision
-from forgetting_common.device import peak_memory_bytes, reset_peak_memory, resolve_device, synchronize
-
+from forgetting_common.device import (
+    peak_memory_bytes,
+    reset_peak_memory,
+    resolve_device,
+    synchronize,
+)
 from llf_ke.models import Builder, build_model
 
 
@@ -40,6 +44,40 @@ def bench(model: torch.nn.Module, device: torch.device, image_size: int, batch: 
     return batch * steps / (time.perf_counter() - start)
 
 
+MAKERS = {
+    "Split_ResNet18 (masks)": lambda: build_model("Split_ResNet18", 102, Builder()),
+    "torchvision resnet18": lambda: torchvision.models.resnet18(num_classes=102),
+}
+
+
+def _child(label: str, device_spec: str, size: int, batch: int, steps: int, conn) -> None:
+    device = resolve_device(device_spec)
+    reset_peak_memory(device)
+    ips = bench(MAKERS[label](), device, size, batch, steps)
+    conn.send((ips, peak_memory_bytes(device)))
+    conn.close()
+
+
+def measure(label: str, device_spec: str, size: int, batch: int, steps: int) -> tuple[float, int]:
+    """On CPU each measurement runs in a forked child, so its max RSS is that model's own peak."""
+    import multiprocessing as mp
+
+    if resolve_device(device_spec).type != "cpu":
+        device = resolve_device(device_spec)
+        gc.collect()
+        torch.cuda.empty_cache() if device.type == "cuda" else None
+        reset_peak_memory(device)
+        ips = bench(MAKERS[label](), device, size, batch, steps)
+        return ips, peak_memory_bytes(device)
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_child, args=(label, device_spec, size, batch, steps, child))
+    proc.start()
+    result = parent.recv()
+    proc.join()
+    return result
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--image_size", type=int, nargs="+", default=[16, 32])
@@ -54,17 +92,11 @@ def main() -> None:
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, batch {a.batch_size}")
     print(f"{'model':<28}{'size':>6}{'img/s':>10}{'peak MiB':>11}")
     for size in a.image_size:
-        for label, make in (("Split_ResNet18 (masks)", lambda: build_model("Split_ResNet18", 102, Builder())),
-                            ("torchvision resnet18", lambda: torchvision.models.resnet18(num_classes=102))):
-            gc.collect()
-            reset_peak_memory(device)
-            model = make()
-            ips = bench(model, device, size, a.batch_size, a.steps)
-            peak = peak_memory_bytes(device) / 2**20
-            print(f"{label:<28}{size:>6}{ips:>10.1f}{peak:>11.0f}")
-            del model
+        for label in MAKERS:
+            ips, peak = measure(label, str(device), size, a.batch_size, a.steps)
+            print(f"{label:<28}{size:>6}{ips:>10.1f}{peak / 2**20:>11.0f}", flush=True)
     if device.type == "cpu":
-        print("note: on CPU the peak is the process's max RSS, which never goes down (read it as cumulative)")
+        print("peak on CPU: max RSS of a forked child per row (includes the ~torch runtime it shares)")
 
 
 if __name__ == "__main__":

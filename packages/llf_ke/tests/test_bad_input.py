@@ -7,7 +7,6 @@ import sys
 
 import pytest
 from forgetting_common.errors import UserError
-
 from llf_ke.fake import write_fake_folder_set
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from forgetting_common.errors import UserError
-from PIL import Image
-
 from llf_ke.data import load_splits
 from llf_ke.prepare_flower102 import main as prepare_main
+from PIL import Image
 
 
 def _fake_flowers102(root, per_class=(1, 1, 2)):

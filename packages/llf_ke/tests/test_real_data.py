@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from llf_ke.outputs import read_csv
 
 

@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 from forgetting_common.runlog import read_metrics
-
 from llf_ke.outputs import CSV_HEADER, read_csv
 
 PRE_LAYER4 = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.")
@@ -145,8 +144,11 @@ def test_freeze_reset_layers_s4(runs, helpers):
 
 
 def test_freeze_early_layers_s5(runs, helpers):
-    exp = runs.get("frz_early", "S5", epochs=1, generations=2, extra=("--save_model", "--init_seed", "0"))
+    exp = runs.get("frz_early", "S5", epochs=1, generations=2,
+                   extra=("--save_model", "--init_seed", "0", "--eval_after_reset"))
     _common_layout(exp, 2)
+    after_reset = [r for r in read_metrics(exp) if r.get("split") == "test_after_reset"]
+    assert [r["generation"] for r in after_reset] == [1]
     flags = _requires_grad_after(exp, helpers, 1)
     for name, trainable in flags.items():
         if not name.endswith("mask"):
@@ -189,3 +191,14 @@ def test_print_config_of_each_seed_line(key, helpers, script, capsys, tmp_path, 
     assert config["no_wandb"] is True and config["device"] == "auto" and config["image_size"] == 224
     assert config["name"].startswith("SPLT_CLS_Flower102_Split_ResNet18_")
     assert list(tmp_path.iterdir()) == []  # nothing written, no data read
+
+
+def test_log_dir_and_run_folder_numbering(tmp_path):
+    import argparse
+
+    from llf_ke.runner import _new_run_dir
+
+    args = argparse.Namespace(log_dir=str(tmp_path / "logs"), exp_name="exp", gpu=3)
+    first = _new_run_dir(args, tmp_path / "unused", 2)
+    assert first.parent.parent == tmp_path / "logs" / "exp" / "gen_2" and first.name == "0000_g3"
+    assert not (tmp_path / "unused").exists()

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from llf_ke import forgetting
 from llf_ke.config import parse_args
 from llf_ke.engine import build_optimizer, smoothing_loss, topk_correct

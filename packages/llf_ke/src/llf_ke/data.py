@@ -20,7 +20,6 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from forgetting_common.data import DatasetError, image_folder_split
 from torch.utils.data import DataLoader, Dataset
 
@@ -176,9 +175,4 @@ def make_loader(dataset: Dataset, batch_size: int, *, train: bool, workers: int,
                       pin_memory=pin, drop_last=False, persistent_workers=False)
 
 
-def count_images(ds: Dataset) -> int:
-    return len(ds)
-
-
-__all__ = ["Splits", "load_splits", "make_loader", "read_flowers102_raw", "read_ke_lists", "transforms_for",
-           "resize_side", "torch"]
+__all__ = ["Splits", "load_splits", "make_loader", "read_flowers102_raw", "read_ke_lists", "transforms_for", "resize_side"]

@@ -35,7 +35,6 @@ def plot_runs(runs: dict[str, list[str | Path]], out: str | Path, title: str = "
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     from forgetting_common.atomic import atomic_write_bytes
 
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -127,7 +127,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     resume_state, start_ckpt = _find_resume(args, exp_dir)
     if resume_state is not None and resume_state.get("finished"):
         raise UserError(f"{exp_dir} holds a finished run; nothing to resume (choose another --name)")
-    if resume_state is None and (exp_dir / "config.json").exists() and not start_ckpt:
+    restart = bool(args.resume) and resume_state is None and start_ckpt is None  # nothing saved yet
+    if resume_state is None and (exp_dir / "config.json").exists() and not restart:
         raise UserError(f"{exp_dir} already holds a run; pass --resume to continue it, or choose another "
                         "--name or --checkpoints_dir (finished results are never overwritten)")
 
@@ -161,7 +162,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if not isinstance(h, logging.FileHandler):
                 h.setLevel(logging.WARNING)
     config = config_dict(args)
-    runlog = RunLog.create(exp_dir, config, resume=resuming, tensorboard=False, quiet=args.quiet,
+    runlog = RunLog.create(exp_dir, config, resume=resuming, overwrite=restart, tensorboard=False, quiet=args.quiet,
                            wandb=None if args.no_wandb else {"project": "fortuitous_forgetting", "group": "llf_ke",
                                                               "name": args.exp_name})
     try:
