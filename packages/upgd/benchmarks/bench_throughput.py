@@ -75,13 +75,31 @@ def naive_upgd_step(params, state, t, lr, beta, sigma, wd):
 
 
 def naive_stats(net, loss, out, y, x):
-    """The per-step statistics with ``.item()`` on every value."""
+    """The per-step statistics with ``.item()`` on every value and the plain SVD rank."""
     values = [loss.item(), float(out.argmax(1).item() == y.item())]
     with torch.no_grad():
         after = F.cross_entropy(net(x), y).item()
     values.append(min(max(1 - after / max(values[0], 1e-8), 0.0), 1.0))
     values.append(float(net.dead_fraction().item()))
-    values += [float(v) for v in weight_and_grad_stats(net).tolist()]
+    rank, max_rank = 0.0, 0
+    w_sq = w_abs = g_sq = g_abs = g_nz = count = 0.0
+    for name, p in net.named_parameters():
+        if "weight" not in name:
+            continue
+        w = p.detach()
+        if "conv" in name:
+            rank += torch.linalg.matrix_rank(w).float().mean().item()
+            max_rank += min(w.shape[-2:])
+        else:
+            rank += torch.linalg.matrix_rank(w).item()
+            max_rank += min(w.shape)
+        w_sq += (w * w).sum().item()
+        w_abs += w.abs().sum().item()
+        g_sq += (p.grad * p.grad).sum().item()
+        g_abs += p.grad.abs().sum().item()
+        g_nz += (p.grad != 0).sum().item()
+        count += w.numel()
+    values += [rank / max_rank, w_sq**0.5, w_abs, g_sq**0.5, g_nz / count, g_abs]
     return values
 
 

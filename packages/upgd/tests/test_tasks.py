@@ -64,3 +64,20 @@ def test_network_registry_and_parameter_counts():
     gates = build_network("small_fully_connected_relu_gates", 5, 1)
     assert [n for n, _ in gates.named_children()] == ["linear_1", "act_1", "gate_1", "linear_2", "act_2", "gate_2", "linear_3"]
     assert (gates.gate_1.weight == 1).all()
+
+
+def test_fast_matrix_rank_equals_torch():
+    from upgd.stats import matrix_rank
+
+    gen = torch.Generator().manual_seed(0)
+    cases = [torch.randn(120, 400, generator=gen), torch.randn(84, 120, generator=gen), torch.zeros(5, 7),
+             torch.randn(30, 4, generator=gen) @ torch.randn(4, 20, generator=gen)]  # rank 4
+    dead = torch.randn(50, 30, generator=gen)
+    dead[10:] = 0  # dead units: zero rows
+    cases.append(dead)
+    u, _, v = torch.linalg.svd(torch.randn(20, 20, generator=gen, dtype=torch.float64))
+    s = torch.ones(20, dtype=torch.float64)
+    s[-1] = 20 * 1.1920929e-07  # a singular value right at the tolerance: the exact routine decides
+    cases.append((u @ torch.diag(s) @ v).float())
+    for w in cases:
+        assert int(matrix_rank(w)) == int(torch.linalg.matrix_rank(w))

@@ -16,6 +16,26 @@ STAT_KEYS = (
 )
 
 
+def matrix_rank(w: torch.Tensor) -> torch.Tensor:
+    """``torch.linalg.matrix_rank(w)`` (default tolerance), computed faster on the CPU.
+
+    On the CPU the singular values come from the eigenvalues of the float64 Gram matrix (2–3×
+    cheaper than the float32 SVD). Its error (≈ 1e-14·σ_max) is far below the rank tolerance
+    ``σ_max·max(m, n)·eps_float32``; whenever any singular value lies within a factor of two of
+    that tolerance the exact ``matrix_rank`` decides instead, so the result is the same.
+    """
+    if w.device.type != "cpu" or w.dim() != 2 or w.dtype != torch.float32:
+        return torch.linalg.matrix_rank(w)
+    m, n = w.shape
+    g = w.double()
+    gram = g @ g.T if m <= n else g.T @ g
+    sigma = torch.linalg.eigvalsh(gram).clamp_(min=0).sqrt_()
+    tol = sigma.max() * max(m, n) * torch.finfo(torch.float32).eps
+    if bool(((sigma > 0.5 * tol) & (sigma < 2.0 * tol)).any()) or float(tol) == 0.0:
+        return torch.linalg.matrix_rank(w)
+    return (sigma > tol).sum()
+
+
 def weight_rank(net: nn.Module) -> torch.Tensor:
     """Σ rank / Σ max-rank over the ``weight`` tensors (conv kernels: mean rank of the k×k slices)."""
     rank_sum = 0.0
@@ -29,7 +49,7 @@ def weight_rank(net: nn.Module) -> torch.Tensor:
             max_sum += min(w.shape[-2], w.shape[-1])
         else:
             w2 = w if w.dim() == 2 else w.reshape(w.shape[0], -1)
-            rank_sum = rank_sum + torch.linalg.matrix_rank(w2).float()
+            rank_sum = rank_sum + matrix_rank(w2).float()
             max_sum += min(w2.shape)
     return rank_sum / max(max_sum, 1)
 
