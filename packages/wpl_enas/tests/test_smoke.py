@@ -115,8 +115,13 @@ def test_cnn_seed_then_resume_with_wpl(workdir, cnn_tiny, caplog):
     best = json.loads((run / "best_dag.json").read_text())
     assert best["dag"]["type"] == "micro_cnn"
 
-    out = main(CNN_SEED + cnn_tiny + ["--mode=test", "--load_path=cifar10_cnn-train"])
+    out = main(CNN_SEED + cnn_tiny + ["--mode=test", "--load_path=cifar10_cnn-train", "--use_tensorboard=False"])
     assert 0.0 <= out["test"]["eval/test_best_top_1_acc"] <= 1.0
+
+    from wpl_enas.retrain import main as retrain
+
+    res = retrain(CNN_SEED + cnn_tiny + ["--retrain_epochs=1", "--use_tensorboard=False"])
+    assert res["kind"] == "micro_cnn" and 0.0 <= res["test_error_pct"] <= 100.0
 
 
 def test_custom_text_dataset(workdir, rnn_tiny):
@@ -190,3 +195,17 @@ def test_drawing_uses_dot_when_present(workdir):
     from PIL import Image
 
     assert Image.open(path).size[1] > 100  # a real graph layout, taller than the text fallback
+
+
+@pytest.mark.parametrize("module", ["run", "gif", "two_models", "retrain"])
+def test_print_config_reads_and_writes_nothing(workdir, module, capsys):
+    import importlib
+
+    mod = importlib.import_module(f"wpl_enas.{module}")
+    argv = {"run": RNN_SEED, "gif": ["--model_name=x"], "two_models": ["--dataset=mnist"],
+            "retrain": RNN_SEED + ["--load_path=missing"]}[module]
+    before = sorted(p.name for p in workdir.iterdir())
+    mod.main(argv + ["--print_config"])
+    config = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert isinstance(config, dict) and "print_config" not in config
+    assert sorted(p.name for p in workdir.iterdir()) == before
