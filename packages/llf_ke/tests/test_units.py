@@ -233,3 +233,21 @@ def test_split_layers_compute_the_dense_function():
     x = torch.randn(1, 3, 5, 5)
     assert torch.allclose(conv(x), F.conv2d(x, conv.weight, padding=1))
     _ = np
+
+
+def test_pretrained_checkpoint_loads_matching_tensors(tmp_path):
+    import argparse
+    import logging
+
+    from llf_ke.runner import _load_pretrained
+
+    source = build_model("Split_ResNet18", 10, Builder())
+    torch.save({"state_dict": source.state_dict()}, tmp_path / "ckpt.pth")
+    target = build_model("Split_ResNet18", 102, Builder())  # other class count: fc is skipped
+    args = argparse.Namespace(pretrained=str(tmp_path / "ckpt.pth"), arch="Split_ResNet18")
+    _load_pretrained(target, args, logging.getLogger("test"))
+    assert torch.equal(target.layer3[1].conv2.weight, source.layer3[1].conv2.weight)
+    assert target.fc.weight.shape == (102, 512)
+    args.pretrained = str(tmp_path / "missing.pth")
+    with pytest.raises(Exception, match="no such checkpoint"):
+        _load_pretrained(target, args, logging.getLogger("test"))
