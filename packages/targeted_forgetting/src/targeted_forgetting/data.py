@@ -78,13 +78,20 @@ def load_real(train_data: str, data_dir: str | None, download: bool) -> tuple[to
     raise UserError(f"--train_data {train_data!r} is unknown; use mnist or cifar10")
 
 
+def _reason(err: Exception) -> str:
+    """A short cause for a failed download (the not-found message itself is not repeated)."""
+    if isinstance(err, DatasetError):
+        return " (no network?)"
+    return f" ({type(err).__name__}: {' '.join(str(err).split())[:200]})"
+
+
 def _download_mnist(root: Path) -> tuple[torch.Tensor, torch.Tensor]:
     try:
         return load_mnist(root, train=True, download=True, flag="--data_dir")
     except Exception as err:  # network errors come in many types
         raise DatasetError(
-            f"MNIST is not under {root}/MNIST/raw and downloading it failed ({type(err).__name__}: {err}); "
-            "put the IDX files there or point --data_dir / FORGETTING_DATA at a folder holding MNIST/raw"
+            f"MNIST is not under {root}/MNIST/raw (torchvision's raw IDX layout) and downloading it failed"
+            f"{_reason(err)}; point --data_dir or FORGETTING_DATA at a folder holding MNIST/raw"
         ) from err
 
 
@@ -97,7 +104,7 @@ def _download_cifar(root: Path) -> tuple[torch.Tensor, torch.Tensor]:
         return images, labels
     except Exception as err:
         raise DatasetError(
-            f"CIFAR-10 is not under {root} and downloading it failed ({type(err).__name__}: {err}); "
+            f"CIFAR-10 is not under {root} and downloading it failed{_reason(err)}; "
             "point --data_dir / FORGETTING_DATA at a folder holding cifar-10-batches-py or cifar10-jpeg/cifar10-jpeg.zip"
         ) from err
 
