@@ -66,3 +66,10 @@ def test_script_prints_one_line_and_exits_2(run_script, tmp_path):
         "keep rate 0); use a keep fraction that leaves at least one weight per tensor"
     )
     assert (done / "config.json").read_text() == "{}"
+
+
+def test_resume_file_that_is_not_a_checkpoint(run_cli, tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("not a checkpoint")
+    with pytest.raises(UserError, match="not a readable torch checkpoint"):
+        run_cli(BASE + ["--resume_path", str(path)])

@@ -144,3 +144,46 @@ def test_missing_wandb_is_a_note_not_a_crash(run_cli, records, capsys):
     recs = records(run_cli(argv))
     captured = capsys.readouterr()
     assert len(recs) == 2 and "wandb" in captured.err and "Iteration 2" in captured.out
+
+
+def test_wandb_when_installed_and_configured(run_cli, monkeypatch, capsys):
+    """A stand-in wandb module: the run is named from --group_vars and gets the 17 keys per probe."""
+    import importlib.machinery
+    import sys
+    import types
+
+    calls = {"init": [], "log": []}
+
+    class FakeRun:
+        def log(self, data, step=None):
+            calls["log"].append((step, data))
+
+        def finish(self):
+            calls["finished"] = True
+
+    fake = types.ModuleType("wandb")
+    fake.__spec__ = importlib.machinery.ModuleSpec("wandb", None)
+    fake.init = lambda **kw: calls["init"].append(kw) or FakeRun()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    argv = ["--train_iters", "4", "--print_every", "2", "--data_source", "synthetic", "--train_limit", "300",
+            "--no_plot", "--keep_perc", "0.5", "--group_vars", "seed", "keep_perc"]
+    run_cli(argv)
+    (init,) = calls["init"]
+    assert init["project"] == "fortuitous_forgetting" and init["group"] == "mixed_group_training"
+    assert init["name"] == "seed0_keep_perc0.5"
+    assert [step for step, _ in calls["log"]] == [2, 4] and set(KEYS) <= set(calls["log"][0][1])
+    assert calls.get("finished") and "Iteration" not in capsys.readouterr().out
+
+
+def test_resume_checkpoint_with_other_objects(run_cli, tmp_path, capsys):
+    import argparse
+
+    from targeted_forgetting.models import build_model
+
+    path = tmp_path / "full.pt"
+    torch.save({"state_dict": build_model("lenet").state_dict(), "args": argparse.Namespace(lr=0.1)}, path)
+    argv = ["--train_iters", "2", "--print_every", "2", "--data_source", "synthetic", "--train_limit", "300",
+            "--no_plot", "--no_wandb", "--keep_perc", "0.5", "--resume_path", str(path)]
+    assert run_cli(argv) is not None
+    assert "full unpickling" in capsys.readouterr().err

@@ -112,8 +112,17 @@ def load_resume(model: nn.Module, path: str) -> None:
         raise UserError(f"--resume_path {path}: no such file")
     try:
         checkpoint = torch.load(target, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise UserError(f"--resume_path {path}: not a readable torch checkpoint ({type(err).__name__})") from err
+    except Exception:
+        # The original loaded with full unpickling; checkpoints holding other objects (an argparse
+        # Namespace, an optimizer) need it. Only for the file the user named.
+        print(f"mixed_group_training.py: note: {path} holds more than tensors; loading it with full "
+              "unpickling, as the original did (use only checkpoints you trust)", file=sys.stderr)
+        try:
+            checkpoint = torch.load(target, map_location="cpu", weights_only=False)
+        except Exception as err:
+            raise UserError(
+                f"--resume_path {path}: not a readable torch checkpoint ({type(err).__name__})"
+            ) from err
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
         raise UserError(f"--resume_path {path}: expected a dict with a 'state_dict' entry")
