@@ -88,11 +88,23 @@ def _load_real(dataset: str, root: Path) -> tuple[Split, Split]:
     if "mnist" in dataset:
         parts = [load_mnist(root, train=t, download=False, flag="--data_root") for t in (True, False)]
         return tuple(Split(x.unsqueeze(1).contiguous(), y) for x, y in parts)  # type: ignore[return-value]
-    if dataset == "cifar10" and not (root / "cifar-10-batches-py").is_dir():
+    jpeg = dataset == "cifar10" and not (root / "cifar-10-batches-py").is_dir()
+    if jpeg:
         print(f"note: no CIFAR-10 pickles under {root}; reading the JPEG CIFAR-10 layout if present "
               "(results on it are JPEG CIFAR-10, not the original pixels)", file=sys.stderr)
     parts = [load_cifar(root, dataset, train=t, flag="--data_root") for t in (True, False)]
-    return tuple(Split(x, y) for x, y, _ in parts)  # type: ignore[return-value]
+    splits = [Split(x, y) for x, y, _ in parts]
+    if jpeg:
+        # Class folders list the images class by class; a fixed shuffle (seed 0) gives them the
+        # mixed order of the original pickles, so that --train_limit/--test_limit take mixed
+        # classes. Example ids are positions in this fixed order.
+        splits = [fixed_shuffle(s) for s in splits]
+    return splits[0], splits[1]
+
+
+def fixed_shuffle(split: Split, seed: int = 0) -> Split:
+    order = torch.from_numpy(np.random.RandomState(seed).permutation(len(split)))
+    return Split(split.images[order], split.labels[order])
 
 
 def _download(dataset: str, root: Path) -> None:
