@@ -54,3 +54,22 @@ def test_mini_imagenet_features_file_and_feature_extraction(tmp_path):
     images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8))
     out = compute_resnet_features(images, model=Tiny())
     assert out.shape == (3, 4)
+
+
+def test_offline_stream_relabels_held_out_with_the_ended_task(tmp_path):
+    from upgd.tasks import build_task
+
+    write_emnist(tmp_path, n_train=60, n_test=30)
+    task = build_task("label_permuted_emnist_offline", seed=0, device=torch.device("cpu"), data_dir=tmp_path,
+                      change_freq=5)
+    hx, hy = task.held_out
+    assert hx.shape == (30, 784)
+    mappings = []
+    for step in range(11):
+        _, _, done = task.next()
+        if step % 5 == 0:
+            mappings.append(task.mapping.clone())
+        if done:
+            assert torch.equal(task.previous_mapping, mappings[-2])  # the task that just ended
+    # not composed: each task's labels are a fresh permutation of the original labels
+    assert all(sorted(m.tolist()) == list(range(47)) for m in mappings)

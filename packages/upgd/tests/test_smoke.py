@@ -131,3 +131,12 @@ def test_side_files_and_tensorboard(run_cli, tmp_path):
     runs = list((tmp_path / "logs" / "_runs").rglob("metrics.jsonl"))
     assert runs and len(runs[0].read_text().splitlines()) == 3  # one record per task boundary
     assert list((tmp_path / "logs" / "_runs").rglob("events.out.tfevents*"))
+
+
+def test_run_offline_held_out(run_cli):
+    path, data = run_cli(["--task", "label_permuted_emnist_offline", "--learner", "upgd_fo_global", "--lr", "0.01",
+                          "--beta_utility", "0.9", "--sigma", "0.001", "--weight_decay", "0.0",
+                          "--network", "fully_connected_relu", *TINY], mode="offline")
+    assert len(data["held_out_averages"]) == 4 and len(data["held_out_accuracies"]) == 4  # tasks 2..5
+    assert list(data)[:10] == ["losses", "accuracies", "task", "learner", "network", "optimizer_hps", "n_samples",
+                               "seed", "held_out_averages", "held_out_accuracies"]

@@ -172,7 +172,8 @@ def _append(path: str, line: str) -> None:
 def main(argv: Sequence[str] | None = None, mode: str = "stats", prog: str = "run_stats.py") -> int:
     """Parse, run, write the result JSON and the original's side files; return 0.
 
-    ``mode``: ``stats`` (run_stats.py), ``plain`` (run.py) or ``restarts`` (run_restarts.py).
+    ``mode``: ``stats`` (run_stats.py), ``plain`` (run.py), ``restarts`` (run_restarts.py) or
+    ``offline`` (run_offline.py).
     Bad input raises :class:`UserError`; a failure inside the run is appended to
     ``failed_<learner>.txt`` / ``failed_<learner>_msgs.txt`` and re-raised (non-zero exit).
     """
@@ -201,7 +202,7 @@ def main(argv: Sequence[str] | None = None, mode: str = "stats", prog: str = "ru
         if mode == "stats":
             path, _ = run_stats(cfg, resolved)
         else:
-            path, _ = run_plain(cfg, resolved, restarts=(mode == "restarts"))
+            path, _ = run_plain(cfg, resolved, restarts=(mode == "restarts"), offline=(mode == "offline"))
     except UserError:
         raise
     except Exception:

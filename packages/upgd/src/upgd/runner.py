@@ -203,11 +203,17 @@ def run_stats(cfg: RunConfig, config_for_log: dict | None = None) -> tuple[Path,
     return path, content
 
 
-def run_plain(cfg: RunConfig, config_for_log: dict | None = None, restarts: bool = False) -> tuple[Path, dict]:
+def run_plain(cfg: RunConfig, config_for_log: dict | None = None, restarts: bool = False,
+              offline: bool = False) -> tuple[Path, dict]:
     """The ``run.py`` loop (per-step ``losses``/``accuracies``); ``restarts`` re-initialises every
-    Linear layer after the update on the first step of each task but the first (run_restarts)."""
+    Linear layer after the update on the first step of each task but the first (run_restarts);
+    ``offline`` evaluates, after that update, the held-out set relabelled with the permutation of
+    the task that just ended (run_offline: ``held_out_averages``/``held_out_accuracies``)."""
     exp = Experiment(cfg)
     net = exp.net
+    if offline and getattr(exp.task, "held_out", None) is None:
+        raise UserError(f"run_offline needs a task with a held-out set (label_permuted_emnist_offline), not {cfg.task!r}")
+    held_losses, held_accs = [], []
     path = result_path(cfg, net.name)
     _check_not_finished(path, cfg.overwrite)
     log = _open_runlog(cfg, net.name, config_for_log or {})
@@ -225,6 +231,13 @@ def run_plain(cfg: RunConfig, config_for_log: dict | None = None, restarts: bool
             for module in net.modules():
                 if isinstance(module, torch.nn.Linear):
                     module.reset_parameters()
+        if offline and done:
+            hx, hy = exp.task.held_out
+            target = exp.task.previous_mapping[hy]
+            with torch.no_grad():
+                hout = net(hx.reshape(len(hy), *net.input_shape))
+                held_losses.append(exp.criterion(hout, target))
+                held_accs.append((hout.argmax(dim=1) == target).float().mean())
         if (i + 1) % cf == 0:
             entry = {"loss": losses[i + 1 - cf : i + 1].mean()}
             if exp.criterion_kind == "cross_entropy":
@@ -234,8 +247,11 @@ def run_plain(cfg: RunConfig, config_for_log: dict | None = None, restarts: bool
     if exp.criterion_kind == "cross_entropy":
         content["accuracies"] = [float(v) for v in accs.cpu().tolist()]
     content.update({"task": cfg.task, "learner": cfg.learner, "network": net.name,
-                    "optimizer_hps": dict(cfg.hps), "n_samples": n, "seed": cfg.seed,
-                    "learner_class_name": exp.spec.name,
+                    "optimizer_hps": dict(cfg.hps), "n_samples": n, "seed": cfg.seed})
+    if offline:
+        content["held_out_averages"] = [float(v) for v in held_losses]
+        content["held_out_accuracies"] = [float(v) for v in held_accs]
+    content.update({"learner_class_name": exp.spec.name,
                     "run_info": {"data": exp.task.source_description, "device": str(dev),
                                  "time_elapsed": round(time.time() - start, 3)}})
     _write_result(path, content)

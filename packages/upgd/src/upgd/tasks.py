@@ -155,7 +155,8 @@ class PermutedStream:
     """
 
     def __init__(self, name: str, source: Source, kind: str, change_freq: int, seed: int,
-                 device: torch.device, criterion: str = "cross_entropy") -> None:
+                 device: torch.device, criterion: str = "cross_entropy", compose: bool = True,
+                 held_out: Source | None = None) -> None:
         self.name, self.kind, self.change_freq = name, kind, change_freq
         self.source_description = source.description
         self.x = source.x.to(device)
@@ -173,6 +174,14 @@ class PermutedStream:
         self.task_index = -1
         self._order: list[int] = []
         self._pos = 0
+        # The offline variant applies each new permutation to the original labels (no composition)
+        # and keeps the previous task's mapping to relabel a fixed held-out set.
+        self.compose = compose
+        self.previous_mapping = self.mapping
+        self.held_out = None
+        if held_out is not None:
+            self.held_out = (held_out.scaled(held_out.x.to(device)).reshape(len(held_out.y), -1),
+                             held_out.y.to(device))
 
     def _new_pass(self) -> None:
         self._order = torch.randperm(len(self.labels), generator=self.gen).tolist()
@@ -182,7 +191,8 @@ class PermutedStream:
         self.task_index += 1
         if self.kind == "label":
             perm = torch.randperm(self.n_outputs, generator=self.gen).to(self.device)
-            self.mapping = perm[self.mapping]
+            self.previous_mapping = self.mapping
+            self.mapping = perm[self.mapping] if self.compose else perm
             self.targets = self.mapping[self.labels]
         else:
             self.pixel_perm = torch.randperm(self.n_inputs, generator=self.gen).to(self.device)
@@ -263,4 +273,18 @@ def build_task(name: str, *, seed: int, device: torch.device, data_dir: str | Pa
     if spec.kind == "stationary":
         return UtilityStream(name, seed, device)
     source = fake_source(spec.dataset, seed) if fake_data else load_source(spec.dataset, data_dir, dataset_limit)
-    return PermutedStream(name, source, spec.kind, change_freq or spec.change_freq, seed, device)
+    held_out = None
+    if name.endswith("_offline"):
+        held_out = fake_source(spec.dataset, seed + 1, pool=HELD_OUT) if fake_data else load_held_out(data_dir)
+    return PermutedStream(name, source, spec.kind, change_freq or spec.change_freq, seed, device,
+                          compose=held_out is None, held_out=held_out)
+
+
+HELD_OUT = 250
+
+
+def load_held_out(data_dir: str | Path) -> Source:
+    """The first 250 EMNIST balanced *test* images, in file order (the offline experiment)."""
+    images, labels = load_emnist(Path(data_dir), "balanced", train=False)
+    return Source(images[:HELD_OUT].reshape(-1, 784).clone(), labels[:HELD_OUT].clone(), 47,
+                  "EMNIST balanced test (first 250)", 255.0)
