@@ -63,6 +63,14 @@ def test_finished_result_is_not_overwritten(tmp_path, monkeypatch):
     main([*argv, "--overwrite", "1", "--seed", "0"])  # explicit opt-in replaces it
 
 
+def test_repeated_hyper_parameter_keeps_first_position_last_value(tmp_path, monkeypatch):
+    from upgd.cli import parse
+
+    cfg, _, _ = parse(["--task", "label_permuted_cifar10_stats", "--learner", "baseline", "--network",
+                       "convolutional_network_relu_with_hooks", "--lr", "0.1", "--sigma", "0.5", "--lr", "0.01"])
+    assert cfg.hp_string() == "lr_0.01_sigma_0.5"
+
+
 def test_print_config_touches_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     argv = [*seed_command("ratio_norm"), "--data_dir", str(tmp_path / "nowhere"), "--save_path", str(tmp_path / "x"),

@@ -17,7 +17,8 @@ from forgetting_common.errors import UserError
 from upgd.tasks import compute_resnet_features, load_source
 
 
-def test_idx_pickle_and_jpeg_layouts(tmp_path):
+def test_idx_pickle_and_jpeg_layouts(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the JPEG decode cache
     write_mnist(tmp_path / "m", n_train=30)
     write_emnist(tmp_path / "e", n_train=40)
     write_cifar(tmp_path / "c", n_train=20)

@@ -118,8 +118,7 @@ def parse(argv: Sequence[str]) -> tuple[RunConfig, dict, dict[str, bool]]:
         if key in RESERVED or key in EXTENSIONS:
             values[key] = value  # repeated: the last wins
         else:
-            hps_raw.pop(key, None)
-            hps_raw[key] = value
+            hps_raw[key] = value  # a repeated key keeps its first position and its last value (dict)
     for key in ("task", "learner", "network"):
         if key not in values:
             raise UserError(f"--{key} is required (e.g. the seed command: --task label_permuted_cifar10_stats "
