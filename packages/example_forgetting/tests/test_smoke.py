@@ -31,6 +31,9 @@ def test_mnist_stats_runs_write_original_files(mnist_dirs):
     ids = [k for k in stats if not isinstance(k, str)]
     assert sorted(ids) == list(range(64))
     assert all(type(k) is int for k in ids)
+    # insertion order = epoch 0's shuffle, the original's np.random.seed(seed); permutation(N)
+    assert ids == np.random.RandomState(1).permutation(64).tolist()
+    assert list(stats)[64:] == ["train", "test"]
     losses, accs, margins = stats[ids[0]]
     assert len(losses) == len(accs) == len(margins) == 3
     assert all(a in (0, 1) for a in accs) and all(isinstance(x, float) for x in losses + margins)
