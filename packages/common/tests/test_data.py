@@ -31,6 +31,17 @@ def test_fake_mnist_roundtrip_and_missing_error(tmp_path):
     assert "nowhere" in text and "MNIST/raw" in text and "--data_root" in text and D.DATA_ENV in text
 
 
+def test_failed_download_is_a_clear_error(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no route to host")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
+    with pytest.raises(DatasetError, match="downloading it failed .*no route to host"):
+        D.load_mnist(tmp_path, download=True)
+
+
 def test_fake_emnist_roundtrip(tmp_path):
     fake.write_emnist(tmp_path, split="balanced", n_train=12, n_test=6)
     x, y = D.load_emnist(tmp_path, "balanced", train=False)

@@ -30,6 +30,16 @@ def test_magnitude_mask_ties_break_by_position():
     assert mask.tolist() == [False, False, True, True, True]
 
 
+def test_magnitude_mask_matches_a_stable_sort_with_many_ties():
+    gen = torch.Generator().manual_seed(0)
+    ref = torch.randint(-3, 4, (500,), generator=gen).float()  # seven distinct values, many ties
+    for keep in (0.1, 0.37, 0.5, 0.93):
+        forget = M.prune_count(ref.numel(), keep)
+        expected = torch.ones(500, dtype=torch.bool)
+        expected[torch.sort(ref.abs(), stable=True).indices[:forget]] = False
+        assert torch.equal(M.magnitude_mask(ref, keep), expected)
+
+
 def test_random_mask_is_reproducible_and_near_rate():
     gen_a = torch.Generator().manual_seed(3)
     gen_b = torch.Generator().manual_seed(3)

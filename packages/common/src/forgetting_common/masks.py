@@ -105,18 +105,36 @@ def exact_random_mask(
     return flat.view(like.shape).to(like.device)
 
 
+def _smallest_first_keep(scores: torch.Tensor, forget: int) -> torch.Tensor:
+    """Flat keep-mask forgetting the ``forget`` smallest scores, ties broken by position.
+
+    A k-th-value threshold, not a full sort: entries below it go, then the earliest entries
+    equal to it until the count is reached. Same result as a stable sort, several times faster.
+    """
+    n = scores.numel()
+    keep = torch.ones(n, dtype=torch.bool, device=scores.device)
+    if forget <= 0:
+        return keep
+    if forget >= n:
+        return ~keep
+    threshold = scores.kthvalue(forget).values
+    below = scores < threshold
+    keep &= ~below
+    still = forget - int(below.sum())
+    if still > 0:
+        ties = (scores == threshold).nonzero().squeeze(1)[:still]
+        keep[ties] = False
+    return keep
+
+
 def magnitude_mask(reference: torch.Tensor, keep: float) -> torch.Tensor:
     """Forget the ``prune_count`` entries of smallest ``|reference|``; keep the rest.
 
-    Ties are broken by position (a stable sort), so the result is deterministic.
+    Ties are broken by position (earlier entries go first), so the result is deterministic.
     """
-    n = reference.numel()
-    forget = prune_count(n, keep)
-    flat = torch.ones(n, dtype=torch.bool, device=reference.device)
-    if forget:
-        order = torch.sort(reference.detach().abs().flatten(), stable=True).indices
-        flat[order[:forget]] = False
-    return flat.view(reference.shape)
+    forget = prune_count(reference.numel(), keep)
+    scores = reference.detach().abs().flatten().to(torch.float32)
+    return _smallest_first_keep(scores, forget).view(reference.shape)
 
 
 def global_magnitude_mask(references: Mapping[str, torch.Tensor], keep: float) -> Masks:
@@ -131,10 +149,7 @@ def global_magnitude_mask(references: Mapping[str, torch.Tensor], keep: float) -
     flats = [references[name].detach().abs().flatten() for name in names]
     device = flats[0].device
     scores = torch.cat([f.to(device, torch.float32) for f in flats])
-    forget = prune_count(scores.numel(), keep)
-    keep_flat = torch.ones(scores.numel(), dtype=torch.bool, device=device)
-    if forget:
-        keep_flat[torch.sort(scores, stable=True).indices[:forget]] = False
+    keep_flat = _smallest_first_keep(scores, prune_count(scores.numel(), keep))
     masks: Masks = {}
     offset = 0
     for name, flat in zip(names, flats):

@@ -9,12 +9,19 @@ import torch
 from forgetting_common.data.roots import DatasetError, missing
 
 
-def _wrap_torchvision(what: str, root: Path, layout: str, flag: str, build):
+def _wrap_torchvision(what: str, root: Path, layout: str, flag: str, build, download: bool = False):
     try:
         return build()
-    except RuntimeError as err:  # torchvision: "Dataset not found. You can use download=True …"
-        raise missing(what, root, layout, flag) from err
-    except (ValueError, OSError, AssertionError) as err:
+    except Exception as err:
+        if download:
+            raise DatasetError(
+                f"{what} was not found at {root} and downloading it failed ({type(err).__name__}: {err}); "
+                f"place it there as {layout}, or set the data root with {flag} or the FORGETTING_DATA variable"
+            ) from err
+        if isinstance(err, RuntimeError):  # torchvision: "Dataset not found. You can use download=True"
+            raise missing(what, root, layout, flag) from err
+        if not isinstance(err, ValueError | OSError | AssertionError):
+            raise
         raise DatasetError(f"{what} at {root} is malformed ({err}); expected {layout}") from err
 
 
@@ -28,7 +35,7 @@ def load_mnist(
     layout = "torchvision's ROOT/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte"
     ds = _wrap_torchvision(
         "MNIST", root / "MNIST" / "raw", layout, flag,
-        lambda: MNIST(str(root), train=train, download=download),
+        lambda: MNIST(str(root), train=train, download=download), download,
     )
     return ds.data.clone(), ds.targets.to(torch.int64).clone()
 
@@ -47,7 +54,7 @@ def load_emnist(
     layout = f"torchvision's ROOT/EMNIST/raw/emnist-{split}-{{train,test}}-{{images-idx3,labels-idx1}}-ubyte"
     ds = _wrap_torchvision(
         "EMNIST", root / "EMNIST" / "raw", layout, flag,
-        lambda: EMNIST(str(root), split=split, train=train, download=download),
+        lambda: EMNIST(str(root), split=split, train=train, download=download), download,
     )
     return ds.data.clone(), ds.targets.to(torch.int64).clone()
 
