@@ -28,6 +28,9 @@ def test_runlog_refuses_to_overwrite_and_resumes(tmp_path):
     log.log({"x": 1}, step=5)
     log.close()
     assert read_metrics(run)[-1]["x"] == 1
+    RunLog.create(run, config={"a": 3}, overwrite=True).close()
+    assert not (run / "metrics.jsonl").read_text()
+    assert len(list((run / "tensorboard").iterdir())) == 1  # the old event files are gone
 
 
 def test_atomic_writes_leave_no_temporary_files(tmp_path):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Iterable, Mapping
@@ -99,6 +100,7 @@ class RunLog:
         path.mkdir(parents=True, exist_ok=True)
         if overwrite and not resume:
             (path / "metrics.jsonl").unlink(missing_ok=True)
+            shutil.rmtree(path / "tensorboard", ignore_errors=True)
         resolved = config_dict(dict(config) if isinstance(config, Mapping) else (config or {}))
         atomic_write_json(path / "config.json", resolved)
         wandb_run = init_wandb(config=resolved, **wandb) if wandb is not None else None
