@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from forgetting_common.atomic import atomic_torch_save, atomic_write_text
@@ -254,6 +255,53 @@ def run_plain(cfg: RunConfig, config_for_log: dict | None = None, restarts: bool
     content.update({"learner_class_name": exp.spec.name,
                     "run_info": {"data": exp.task.source_description, "device": str(dev),
                                  "time_elapsed": round(time.time() - start, 3)}})
+    _write_result(path, content)
+    log.close()
+    return path, content
+
+
+def run_utility(cfg: RunConfig, config_for_log: dict | None = None) -> tuple[Path, dict]:
+    """The ``run_utility.py`` loop: losses plus, per step, rank correlations between approximate
+    and oracle weight utilities (see :mod:`upgd.utility`)."""
+    from upgd.utility import (
+        approximate_utilities,
+        argsort_spearman,
+        layerwise,
+        oracle_utilities,
+        true_spearman,
+    )
+
+    exp = Experiment(cfg)
+    net = exp.net
+    path = result_path(cfg, net.name)
+    _check_not_finished(path, cfg.overwrite)
+    log = _open_runlog(cfg, net.name, config_for_log or {})
+    gen = make_generator(cfg.seed, "random_utility", cfg.device)
+    losses: list[float] = []
+    glob: dict[str, list[float]] = {}
+    layer: dict[str, list[float]] = {}
+    glob_true: dict[str, list[float]] = {}
+    layer_true: dict[str, list[float]] = {}
+    start = time.time()
+    for i in log.progress(range(cfg.n_samples), desc=f"{cfg.learner} {cfg.task}", mininterval=1.0):
+        x, y, _, loss, _ = exp.step()
+        losses.append(float(loss))
+        oracle = oracle_utilities(net, x, y, loss, exp.criterion)
+        for name, approx in approximate_utilities(net, gen).items():
+            glob.setdefault(name, []).append(argsort_spearman(approx, oracle))
+            layer.setdefault(name, []).append(layerwise(argsort_spearman, approx, oracle))
+            glob_true.setdefault(name, []).append(true_spearman(approx, oracle))
+            layer_true.setdefault(name, []).append(layerwise(true_spearman, approx, oracle))
+        if (i + 1) % 100 == 0:
+            log.log({f"global_{k}": float(np.mean(v[-100:])) for k, v in glob.items()}
+                    | {"loss": float(np.mean(losses[-100:]))}, step=i)
+    content = {"losses": losses, "task": cfg.task, "learner": cfg.learner, "network": net.name,
+               "optimizer_hps": dict(cfg.hps), "n_samples": cfg.n_samples, "seed": cfg.seed,
+               "global_correlations": glob, "layerwise_correlations": layer,
+               "global_correlations_true": glob_true, "layerwise_correlations_true": layer_true,
+               "learner_class_name": exp.spec.name,
+               "run_info": {"data": exp.task.source_description, "device": str(cfg.device),
+                            "time_elapsed": round(time.time() - start, 3)}}
     _write_result(path, content)
     log.close()
     return path, content
