@@ -49,3 +49,11 @@ def test_run_utility_cli(run_cli):
                          mode="utility")
     assert set(data["global_correlations"]) == {"first_order", "second_order", "weight", "g2", "random"}
     assert all(len(v) == 15 for v in data["layerwise_correlations_true"].values())
+
+
+def test_run_utility_feature_cli(run_cli):
+    path, data = run_cli(["--task", "feature_utils", "--learner", "sgd_with_hesscale", "--network",
+                          "small_fully_connected_relu_gates", "--lr", "0.01", "--n_samples", "10",
+                          "--tensorboard", "0"], mode="utility_feature")
+    assert set(data["global_correlations"]) == {"first_order", "second_order", "g2", "random"}
+    assert all(len(v) == 10 for v in data["global_correlations"].values())

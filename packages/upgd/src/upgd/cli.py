@@ -172,7 +172,7 @@ def main(argv: Sequence[str] | None = None, mode: str = "stats", prog: str = "ru
     """Parse, run, write the result JSON and the original's side files; return 0.
 
     ``mode``: ``stats`` (run_stats.py), ``plain`` (run.py), ``restarts`` (run_restarts.py) or
-    ``offline`` (run_offline.py) or ``utility`` (run_utility.py).
+    ``offline`` (run_offline.py) or ``utility`` / ``utility_feature`` (run_utility.py / run_utility_feature.py).
     Bad input raises :class:`UserError`; a failure inside the run is appended to
     ``failed_<learner>.txt`` / ``failed_<learner>_msgs.txt`` and re-raised (non-zero exit).
     """
@@ -200,8 +200,8 @@ def main(argv: Sequence[str] | None = None, mode: str = "stats", prog: str = "ru
     try:
         if mode == "stats":
             path, _ = run_stats(cfg, resolved)
-        elif mode == "utility":
-            path, _ = run_utility(cfg, resolved)
+        elif mode in ("utility", "utility_feature"):
+            path, _ = run_utility(cfg, resolved, features=(mode == "utility_feature"))
         else:
             path, _ = run_plain(cfg, resolved, restarts=(mode == "restarts"), offline=(mode == "offline"))
     except UserError:

@@ -260,9 +260,10 @@ def run_plain(cfg: RunConfig, config_for_log: dict | None = None, restarts: bool
     return path, content
 
 
-def run_utility(cfg: RunConfig, config_for_log: dict | None = None) -> tuple[Path, dict]:
+def run_utility(cfg: RunConfig, config_for_log: dict | None = None, features: bool = False) -> tuple[Path, dict]:
     """The ``run_utility.py`` loop: losses plus, per step, rank correlations between approximate
-    and oracle weight utilities (see :mod:`upgd.utility`)."""
+    and oracle weight utilities (see :mod:`upgd.utility`); ``features``: unit (gate) utilities
+    of a ``*_gates`` network (``run_utility_feature.py``)."""
     from upgd.utility import (
         approximate_utilities,
         argsort_spearman,
@@ -273,6 +274,8 @@ def run_utility(cfg: RunConfig, config_for_log: dict | None = None) -> tuple[Pat
 
     exp = Experiment(cfg)
     net = exp.net
+    if features and not any("gate" in n for n, _ in net.named_parameters()):
+        raise UserError(f"run_utility_feature needs a network with gates (a *_gates network), not {cfg.network!r}")
     path = result_path(cfg, net.name)
     _check_not_finished(path, cfg.overwrite)
     log = _open_runlog(cfg, net.name, config_for_log or {})
@@ -286,8 +289,8 @@ def run_utility(cfg: RunConfig, config_for_log: dict | None = None) -> tuple[Pat
     for i in log.progress(range(cfg.n_samples), desc=f"{cfg.learner} {cfg.task}", mininterval=1.0):
         x, y, _, loss, _ = exp.step()
         losses.append(float(loss))
-        oracle = oracle_utilities(net, x, y, loss, exp.criterion)
-        for name, approx in approximate_utilities(net, gen).items():
+        oracle = oracle_utilities(net, x, y, loss, exp.criterion, features)
+        for name, approx in approximate_utilities(net, gen, features).items():
             glob.setdefault(name, []).append(argsort_spearman(approx, oracle))
             layer.setdefault(name, []).append(layerwise(argsort_spearman, approx, oracle))
             glob_true.setdefault(name, []).append(true_spearman(approx, oracle))

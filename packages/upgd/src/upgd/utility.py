@@ -18,9 +18,19 @@ from torch.func import functional_call, vmap
 MEASURES = ("first_order", "second_order", "weight", "g2", "random")
 
 
-def approximate_utilities(net: torch.nn.Module, generator: torch.Generator | None = None) -> dict[str, list]:
+FEATURE_MEASURES = ("first_order", "second_order", "g2", "random")
+
+
+def _selected(net: torch.nn.Module, features: bool):
+    """All parameters, or (feature-wise) only the gates, whose utility is that of their unit."""
+    return [(n, p) for n, p in net.named_parameters() if not features or "gate" in n]
+
+
+def approximate_utilities(net: torch.nn.Module, generator: torch.Generator | None = None,
+                          features: bool = False) -> dict[str, list]:
+    selected = [p for _, p in _selected(net, features)]
     out: dict[str, list] = {m: [] for m in MEASURES}
-    for p in net.parameters():
+    for p in selected:
         w, g = p.detach(), p.grad
         out["first_order"].append(-g * w)
         h = getattr(p, "hesscale", None)
@@ -29,15 +39,19 @@ def approximate_utilities(net: torch.nn.Module, generator: torch.Generator | Non
         out["weight"].append(w.abs())
         out["g2"].append(g * g)
         out["random"].append(torch.rand(w.shape, generator=generator, device=w.device))
-    return {k: v for k, v in out.items() if len(v) == len(list(net.parameters()))}
+    if features:
+        out.pop("weight")  # every gate is 1
+    return {k: v for k, v in out.items() if v and len(v) == len(selected)}
 
 
 def oracle_utilities(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_before: torch.Tensor,
-                     criterion) -> list[torch.Tensor]:
-    """``L(w with w_i = 0) − loss_before`` for every weight, batched with ``vmap`` per tensor."""
+                     criterion, features: bool = False) -> list[torch.Tensor]:
+    """``L(w with w_i = 0) − loss_before`` for every weight (or every gate, i.e. unit, with
+    ``features``), batched with ``vmap`` per tensor."""
     params = {n: p.detach() for n, p in net.named_parameters()}
     out = []
-    for name, w in params.items():
+    for name, _ in _selected(net, features):
+        w = params[name]
         k = w.numel()
         eye = torch.eye(k, dtype=w.dtype, device=w.device)
         batch = (w.reshape(1, k) * (1 - eye)).reshape(k, *w.shape)  # copy i has weight i zeroed
