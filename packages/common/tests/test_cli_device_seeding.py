@@ -47,6 +47,10 @@ def test_fraction_and_pairs():
     for bad in ("1.5", "-0.1", "x"):
         with pytest.raises(argparse.ArgumentTypeError):
             cli.fraction(bad)
+    assert cli.non_negative_int("0") == 0 and cli.positive_int("3") == 3
+    for bad_int, kind in (("-1", cli.non_negative_int), ("0", cli.positive_int), ("x", cli.non_negative_int)):
+        with pytest.raises(argparse.ArgumentTypeError):
+            kind(bad_int)
     assert cli.parse_pairs(["--lr", "0.01", "--n", "3", "--name", "a"]) == {"lr": 0.01, "n": 3, "name": "a"}
     with pytest.raises(UserError, match="odd number"):
         cli.parse_pairs(["--lr"])

@@ -66,6 +66,17 @@ def positive_int(value: str) -> int:
     return number
 
 
+def non_negative_int(value: str) -> int:
+    """An argparse type for an integer of zero or more."""
+    try:
+        number = int(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value!r}") from err
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value!r}")
+    return number
+
+
 def add_device_flag(parser: argparse.ArgumentParser, default: str = "auto") -> None:
     """``--device {auto,cpu,cuda,cuda:N,mps}`` (validated later by ``resolve_device``)."""
     parser.add_argument("--device", default=default, help=DEVICE_HELP)

@@ -8,20 +8,11 @@ from forgetting_common.cli import (
     OneLineErrorParser,
     add_common_flags,
     fraction,
+    non_negative_int,
     positive_int,
 )
 
 from targeted_forgetting.forgetting import REINIT_SCOPES
-
-
-def non_negative_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value!r}") from err
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value!r}")
-    return number
 
 
 def make_parser(prog: str = "mixed_group_training.py") -> argparse.ArgumentParser:
