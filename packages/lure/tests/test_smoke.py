@@ -28,7 +28,8 @@ def small(tmp_path, *extra: str, arch: str = "resnet20s", states: int = 3, epoch
 def test_seed_command_1(runner, tmp_path, load):
     save, logs = tmp_path / "S", tmp_path / "L"
     argv = [*SEED1, "--log-dir", logs, "--save_dir", save, *SMOKE, "--image_size", "4", "--save_start_weights"]
-    results, out, _ = runner.main(argv)
+    results, out, caught = runner.main(argv)
+    assert any("wandb is not installed" in w for w in caught)  # -wb without wandb: offline log only
     for name in ["randinit.pth.tar", *(f"{k}checkpoint.pth.tar" for k in (1, 2, 3)),
                  *(f"{k}model_SA_best.pth.tar" for k in (1, 2, 3)), "snip_mask_1.pth", "snip_mask_2.pth",
                  "results.json"]:
@@ -199,3 +200,21 @@ def test_print_config_touches_nothing(runner, tmp_path):
     _, out, _ = runner.main(["--save_dir", save, "--print_config"], alma=True)
     config = json.loads(out.strip())
     assert config["gamma"] == 1.0 and config["workers"] == 2 and config["run"] == "Anytime_fixed"
+
+
+def test_warmup_is_linear_per_iteration(runner, tmp_path, monkeypatch):
+    from lure import engine
+
+    seen: list[float] = []
+    real = engine.set_lr
+
+    def record(optimizer, lr):
+        seen.append(lr)
+        real(optimizer, lr)
+
+    monkeypatch.setattr(engine, "set_lr", record)
+    argv = [a for a in small(tmp_path, "--warmup", "1", "--lr", "0.3", states=1, epochs=2) if a != "--use_snip"]
+    runner.main(argv)
+    # 36 training ids in batches of 16: 3 iterations per epoch; warm-up over epoch 0 from 0 to --lr,
+    # then the schedule (milestone 1, gamma 0.1), then the state-end reset to --state_lr.
+    assert seen == pytest.approx([0.1, 0.2, 0.3, 0.03, 0.03, 0.03, 0.1])
