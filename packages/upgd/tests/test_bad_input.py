@@ -91,3 +91,32 @@ def test_script_one_line_error_and_exit_code(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("run_stats.py: error: unknown network 'nope'")
     assert not any(tmp_path.iterdir())
+
+
+def test_failure_inside_run_writes_failed_files_and_raises(tmp_path, monkeypatch):
+    import upgd.runner
+
+    monkeypatch.chdir(tmp_path)
+
+    def boom(net):
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(upgd.runner, "weight_and_grad_stats", boom)
+    argv = ["--task", "label_permuted_digits_stats", "--learner", "sgd", "--lr", "0.1",
+            "--network", "fully_connected_relu_with_hooks", "--save_path", str(tmp_path / "logs"), *FAKE]
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        main(argv)
+    assert "label_permuted_digits_stats" in (tmp_path / "failed_sgd.txt").read_text()
+    assert "simulated failure" in (tmp_path / "failed_sgd_msgs.txt").read_text()
+    assert not list((tmp_path / "logs").rglob("0.json"))  # no result for a failed run
+
+
+def test_save_model_dir_checkpoint(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    main(["--task", "label_permuted_digits_stats", "--learner", "sgd", "--lr", "0.1", "--network",
+          "fully_connected_relu_with_hooks", "--save_path", str(tmp_path / "logs"), "--save_model_dir",
+          str(tmp_path / "models"), *FAKE])
+    state = torch.load(tmp_path / "models" / "model_sgd_label_permuted_digits_stats_final.pth")
+    assert state["linear_1.weight"].shape == (300, 64)
