@@ -154,8 +154,11 @@ def test_alma(runner, tmp_path, load):
     argv = ["--data", "D", "--log-dir", logs, "--run", "smoke", "--dataset", "cifar10", "--arch", "resnet20s",
             "--seed", "10", "--epochs", "2", "--decreasing_lr", "1", "--batch_size", "16", "--weight_decay", "1e-4",
             "--meta_batch_size", "40", "--meta_batch_number", "3", "--snip_size", "0.20", "--save_dir", save,
-            "--sparsity_level", "1", "-wb", *SMOKE, "--image_size", "8"]
+            "--sparsity_level", "1", "-wb", *SMOKE, "--image_size", "8", "--corruption_eval"]
     results, out, _ = runner.main(argv, alma=True)
+    assert set(results["corruption_acc"]) == {"gaussian_noise", "shot_noise", "impulse_noise", "contrast",
+                                               "brightness"}
+    assert all(len(v) == 5 for v in results["corruption_acc"].values()) and "Mean corruption accuracy" in out
     assert all(s["lrs"] == [0.1, 0.1] for s in results["states"])
     assert not list(save.glob("snip_mask_*")) and not (save / "randinit.pth.tar").exists()
     assert "CER = " in out and json.loads((logs / "smoke" / "config.json").read_text())["script"] == "ALMA.py"

@@ -195,3 +195,25 @@ def test_cifar100_statistics_inside_model():
     model = build_model("resnet20s", 100, mean=CIFAR100_MEAN)
     assert model.fc.out_features == 100
     assert torch.allclose(model.normalize.mean.flatten(), torch.tensor(CIFAR100_MEAN))
+
+
+def test_corruptions_hand_checked():
+    from lure.robustness import SEVERITIES, corrupt
+
+    x = torch.tensor([[[[0.2, 0.6]], [[0.1, 0.3]], [[0.0, 0.0]]]])  # [1, 3, 1, 2]
+    c = corrupt(x, "contrast", 2)  # c = 0.5 around the per-channel mean
+    assert torch.allclose(c[0, 0, 0], torch.tensor([0.3, 0.5])) and torch.allclose(c[0, 2], x[0, 2])
+    b = corrupt(x, "brightness", 1)  # V = max over channels: 0.2 -> 0.25, 0.6 -> 0.65, hue/saturation kept
+    assert torch.allclose(b[0, :, 0, 0], x[0, :, 0, 0] * 0.25 / 0.2)
+    assert torch.allclose(b[0, :, 0, 1], x[0, :, 0, 1] * 0.65 / 0.6)
+    black = corrupt(torch.zeros(1, 3, 2, 2), "brightness", 5)
+    assert torch.allclose(black, torch.full((1, 3, 2, 2), 0.3))
+    big = torch.full((1, 1, 100, 100), 0.5)
+    imp = corrupt(big, "impulse_noise", 5, torch.Generator().manual_seed(0))
+    frac = float(((imp == 0) | (imp == 1)).float().mean())
+    assert abs(frac - 0.07) < 0.015
+    g = corrupt(big, "gaussian_noise", 1, torch.Generator().manual_seed(0))
+    assert abs(float((g - 0.5).std()) - 0.04) < 0.004
+    s = corrupt(big, "shot_noise", 1, torch.Generator().manual_seed(0))
+    assert abs(float(s.mean()) - 0.5) < 0.01 and float(s.std()) > 0
+    assert set(SEVERITIES) == {"gaussian_noise", "shot_noise", "impulse_noise", "contrast", "brightness"}

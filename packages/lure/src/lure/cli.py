@@ -118,6 +118,8 @@ def build_parser(alma: bool = False) -> argparse.ArgumentParser:
     g.add_argument("--reset_optimizer", action="store_true", help="clear SGD momentum at every new state")
     g.add_argument("--save_start_weights", action="store_true",
                    help="also save each state's starting weights (after unlearning) as <save_dir>/start_<k>.pth.tar")
+    g.add_argument("--corruption_eval", action="store_true",
+                   help="after the last state, test accuracy under 5 CIFAR-10-C corruptions x 5 severities")
     g.add_argument("--overwrite", action="store_true", help="allow replacing the results of a finished run in --save_dir")
     if alma:
         g.add_argument("--alma_gamma", type=float, default=None, help="LR decay at milestones (original: none, i.e. 1)")

@@ -28,7 +28,7 @@ from forgetting_common.runlog import RunLog, wandb_available
 from forgetting_common.seeding import Generators, get_rng_state, seed_everything, set_rng_state
 from torch import nn
 
-from lure import unlearn
+from lure import robustness, unlearn
 from lure.cli import parse_milestones, resolved_config
 from lure.data import AnytimeData, ReplayPlan, chunk_ids, load_data, replay_mode
 from lure.metrics import anytime_relative_errors, calibration_metrics
@@ -432,6 +432,12 @@ def _write_results(ctx: RunContext, results: dict) -> None:
 
 def _finish(ctx: RunContext, results: dict) -> None:
     summary = _summary(results)
+    if ctx.args.corruption_eval and "corruption_acc" not in results:
+        table = robustness.corruption_accuracy(ctx.model, ctx.data.test, ctx.args.batch_size, seed=ctx.seed)
+        results["corruption_acc"] = table
+        results["mean_corruption_acc"] = robustness.mean_corruption_accuracy(table)
+        _say(f"Mean corruption accuracy: {results['mean_corruption_acc']:.2f} "
+             + " ".join(f"{k}={sum(v) / len(v):.1f}" for k, v in table.items()))
     results["finished"] = True
     _write_results(ctx, results)
     ctx.log.write_json("results.json", results)

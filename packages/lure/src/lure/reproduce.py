@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=positive_int, default=64)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dataset", default="mnist5k", choices=("mnist5k", "mnist"))
+    p.add_argument("--corruption_eval", action="store_true",
+                   help="also measure accuracy under corruptions (post hoc for finished runs that lack it)")
     p.add_argument("--extra", default="", help="extra flags for every run, as one string")
     return p
 
@@ -57,6 +59,8 @@ def run_argv(args, method: str, seed: int, out: Path) -> tuple[list[str], bool]:
         argv += ["--data", args.data]
     if not alma:
         argv += ["--no_epoch_test", "--save_start_weights"]
+    if args.corruption_eval:
+        argv.append("--corruption_eval")
     return argv + flags + args.extra.split(), alma
 
 
@@ -81,6 +85,8 @@ def summarise(per_method: dict[str, list[dict]]) -> dict:
             "first_state_acc": _mean_sd([p[0] for p in per_state]),
             "acc_per_state_mean": [statistics.fmean(col) for col in zip(*per_state)],
             "unlearn_drop_pp": _mean_sd(drops) if drops else None,
+            "mean_corruption_acc": (_mean_sd([r["mean_corruption_acc"] for r in runs])
+                                    if all("mean_corruption_acc" in r for r in runs) else None),
             "final_test_acc_runs": final, "cer_runs": cer, "ece_runs": ece,
         }
     return summary
@@ -110,15 +116,41 @@ def plot(summary: dict, path: Path, title: str) -> None:
 
 def table(summary: dict) -> str:
     rows = ["| method | seeds | final test acc (%) | cumulative error rate | final ECE | acc after state 1 | "
-            "acc drop right after unlearning (pp) |", "|---|---|---|---|---|---|---|"]
+            "acc drop right after unlearning (pp) | mean corruption acc (%) |", "|---|---|---|---|---|---|---|---|"]
     for s in summary.values():
         drop = s["unlearn_drop_pp"]
         rows.append(
             f"| {s['label']} | {s['seeds']} | {s['final_test_acc'][0]:.2f} ± {s['final_test_acc'][1]:.2f} | "
             f"{s['cumulative_error_rate'][0]:.3f} ± {s['cumulative_error_rate'][1]:.3f} | "
             f"{s['final_ece'][0]:.4f} ± {s['final_ece'][1]:.4f} | {s['first_state_acc'][0]:.2f} | "
-            + (f"{drop[0]:.2f} ± {drop[1]:.2f} |" if drop else "– |"))
+            + (f"{drop[0]:.2f} ± {drop[1]:.2f} |" if drop else "– |")
+            + (f" {s['mean_corruption_acc'][0]:.2f} ± {s['mean_corruption_acc'][1]:.2f} |"
+               if s.get("mean_corruption_acc") else " – |"))
     return "\n".join(rows)
+
+
+def _add_corruptions(args, done: Path, results: dict) -> None:
+    """Measure corruption accuracy of a finished run's final model and store it in its results.json."""
+    import torch
+
+    from lure.data import load_data
+    from lure.models import build_model
+    from lure.robustness import corruption_accuracy, mean_corruption_accuracy
+
+    ns = argparse.Namespace(dataset=args.dataset, data_source="real", data=args.data,
+                            meta_batch_size=args.meta_batch_size, meta_batch_number=args.meta_batch_number,
+                            val_offset=None, few_shot=False, n_shots=100, image_size=None, test_limit=None,
+                            order_seed=0, imagenet_path="")
+    device = torch.device(args.device)
+    data = load_data(ns, device)
+    model = build_model("mnistnet", data.num_classes, in_channels=data.in_channels, mean=data.mean, std=data.std)
+    best = done.parent / f"{args.meta_batch_number}model_SA_best.pth.tar"
+    model.load_state_dict(torch.load(best, map_location="cpu", weights_only=False)["state_dict"])
+    model.to(device)
+    table = corruption_accuracy(model, data.test, args.batch_size, seed=results["config"]["seed_used"])
+    results["corruption_acc"] = table
+    results["mean_corruption_acc"] = mean_corruption_accuracy(table)
+    atomic_write_json(done, results)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -141,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
             done = out / method / f"seed{seed}" / "results.json"
             if done.is_file() and json.loads(done.read_text()).get("finished"):
                 results = json.loads(done.read_text())
+                if args.corruption_eval and "corruption_acc" not in results:
+                    _add_corruptions(args, done, results)
             else:
                 if done.is_file():
                     argv_run.append("--resume")
