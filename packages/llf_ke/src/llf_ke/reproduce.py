@@ -70,14 +70,16 @@ def reproduce(out: str | Path, source: str = "digits", generations: int = 6, epo
             args = parse_args(arm_argv(arm, data, out / "checkpoints", generations, epochs, image_size, seed,
                                        device, extra or []))
             start = time.time()
+            ran = False
             if not (Path(args.exp_dir) / "summary.json").is_file() or \
                     not json.loads((Path(args.exp_dir) / "summary.json").read_text()).get("finished"):
                 if (Path(args.exp_dir) / "config.json").exists():
                     args.resume = "auto"
                 run(args)
+                ran = True
             curve = test_curve(args.exp_dir)
             results["arms"].setdefault(arm, []).append({"seed": seed, "exp_dir": args.exp_dir, "curve": curve,
-                                                        "seconds": round(time.time() - start, 1)})
+                                                        "seconds": round(time.time() - start, 1) if ran else None})
             dirs.setdefault(arm.upper() if arm != "long" else "long baseline", []).append(args.exp_dir)
             atomic_write_json(out / "results.json", results)
     plot_runs(dirs, out / "test_acc_per_generation.png", title=f"{source}: test top-1 per generation")
