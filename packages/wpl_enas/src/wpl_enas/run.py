@@ -76,12 +76,13 @@ def has_run(model_dir: Path) -> bool:
 def main(argv: list[str] | None = None) -> dict:
     args, unparsed = parse_args(argv)
     resolve_names(args)
+    if not args.print_config:
+        setup_logging(args.log_level)
     device = pick_device(args)
     args.cuda = device.type == "cuda"
     if args.print_config:
         print(json.dumps(config_dict(args), sort_keys=True))
         return {}
-    setup_logging(args.log_level)
     if unparsed:
         logger.warning("Unparsed args: %s", unparsed)
     if args.alpha_small_scale:
