@@ -145,12 +145,14 @@ def load_cifar(
     train: bool = True,
     layout: str = "auto",
     flag: str = "--data_dir",
+    cache: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """CIFAR-10/100 under ``root`` in whichever layout is there.
 
     ``layout="auto"`` tries, in order: the pickled layout (``ROOT/cifar-10-batches-py``), the
     JPEG zip (``ROOT/cifar10-jpeg/cifar10-jpeg.zip``), a JPEG folder (``ROOT/cifar10-jpeg/`` or
     ``ROOT`` itself holding ``train/`` and ``test/``). ``"pickle"`` or ``"jpeg"`` force one.
+    ``cache``: keep the decoded JPEGs of a zip for the next load (see the module notes).
     """
     root = Path(root)
     split = "train" if train else "test"
@@ -171,9 +173,9 @@ def load_cifar(
         candidates.insert(0, root)
     for candidate in candidates:
         if candidate.is_file() and zipfile.is_zipfile(candidate):
-            return load_image_zip_or_folder(candidate, split, flag=flag)
+            return load_image_zip_or_folder(candidate, split, cache=cache, flag=flag)
         if candidate.is_dir() and (candidate / split).is_dir():
-            return load_image_zip_or_folder(candidate, split, flag=flag)
+            return load_image_zip_or_folder(candidate, split, cache=cache, flag=flag)
     expected = f"ROOT/{CIFAR_DIRS[name]}/ (torchvision pickles)"
     if name in JPEG_ZIPS:
         expected += f" or ROOT/{'/'.join(JPEG_ZIPS[name])} or ROOT/{JPEG_ZIPS[name][0]}/{{train,test}}/<class>/*.jpg"
