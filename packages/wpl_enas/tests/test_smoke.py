@@ -209,3 +209,17 @@ def test_print_config_reads_and_writes_nothing(workdir, module, capsys):
     config = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert isinstance(config, dict) and "print_config" not in config
     assert sorted(p.name for p in workdir.iterdir()) == before
+
+
+@pytest.mark.parametrize("variant", [
+    ["--shared_valid_fisher=False", "--activation_regularization=True", "--temporal_activation_regularization=True"],
+    ["--shared_valid_fisher=False", "--shared_ce_fisher=False", "--norm_stabilizer_regularization=True"],
+    ["--shared_ce_fisher=False", "--momentum=False", "--alpha_decay_mode=2", "--shared_num_sample=2",
+     "--policy_batch_size=2", "--entropy_mode=regularizer", "--discount=0.9", "--shared_initial_step=1"],
+])
+def test_rnn_wpl_variants(workdir, rnn_tiny, variant):
+    out = main(rnn_tiny + ["--max_epoch=2", "--start_using_fisher=0", "--use_tensorboard=False",
+                           "--train_controller=True", "--comment=v"] + variant)
+    trace = out["trainer"].wpl_trace
+    assert trace[0]["wpl"] == 0.0 and any(t["wpl"] > 0 for t in trace)
+    assert out["trainer"].wpl.fisher_norm_stats()["max"] > 0

@@ -189,15 +189,21 @@ class BaseTrainer:
                 loss = ce + wpl_term + rest
                 self.shared_optim.zero_grad(set_to_none=False)
                 if self.wpl_on and not args.shared_valid_fisher and b == nb - 1:
+                    # The last training batch of the step also updates the Fisher (no epoch: α
+                    # does not decay here). With shared_ce_fisher the gradient of the CE alone is
+                    # used; it is snapshotted so that the rest of the loss can still go backward
+                    # through the (saved) Fisher before the Fisher changes.
                     other = wpl_term + rest
+                    keys = self.wpl_keys(dags[0])
                     if args.shared_ce_fisher:
                         ce.backward(retain_graph=other.requires_grad)
-                        self.wpl.update_fisher(self.wpl_keys(dags[0]), None)
+                        snapshot = self.wpl.grad_snapshot(keys)
                         if other.requires_grad:
                             other.backward()
+                        self.wpl.update_fisher(keys, None, grads=snapshot)
                     else:
                         loss.backward()
-                        self.wpl.update_fisher(self.wpl_keys(dags[0]), None)
+                        self.wpl.update_fisher(keys, None)
                 else:
                     loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.shared.parameters(), args.shared_grad_clip)

@@ -74,24 +74,32 @@ class WPL:
         return 0.5 * torch.stack(terms).sum()
 
     @torch.no_grad()
-    def update_fisher(self, arch, epoch: int | None = None) -> float:
-        """Fold the current gradients of the architecture's tensors into F̃; returns α used."""
+    def update_fisher(self, arch, epoch: int | None = None, grads: list | None = None) -> float:
+        """Fold the current gradients of the architecture's tensors into F̃; returns α used.
+
+        ``grads``: gradients to use instead of ``.grad``, one per entry of ``wpl_named_params(arch)``
+        (a snapshot taken before further backward passes, None for a missing gradient).
+        """
         alpha = self.alpha_at(epoch)
         self.last_alpha = alpha
         lam = self.lambda_fisher
-        for name, p in self.model.wpl_named_params(arch):
+        for i, (name, p) in enumerate(self.model.wpl_named_params(arch)):
             fisher = self.fisher(name)
-            if p.grad is None:
+            grad = p.grad if grads is None else grads[i]
+            if grad is None:
                 fisher.zero_()
                 continue
             m = fisher * (1.0 - lam) if self.momentum else fisher.clone()
-            m.addcmul_(p.grad, p.grad, value=lam)
+            m.addcmul_(grad, grad, value=lam)
             if self.clip > 0:
                 norm = torch.linalg.vector_norm(m)
                 if norm > self.clip:
                     m.mul_(self.clip / norm)
             fisher.copy_(m.mul_(alpha))
         return alpha
+
+    def grad_snapshot(self, arch) -> list:
+        return [None if p.grad is None else p.grad.detach().clone() for _, p in self.model.wpl_named_params(arch)]
 
     @torch.no_grad()
     def update_optimal(self) -> None:
