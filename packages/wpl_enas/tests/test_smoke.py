@@ -223,3 +223,10 @@ def test_rnn_wpl_variants(workdir, rnn_tiny, variant):
     trace = out["trainer"].wpl_trace
     assert trace[0]["wpl"] == 0.0 and any(t["wpl"] > 0 for t in trace)
     assert out["trainer"].wpl.fisher_norm_stats()["max"] > 0
+
+
+def test_cnn_wpl_train_batch_fisher(workdir, cnn_tiny):
+    out = main(["--dataset=cifar10", "--network_type=micro_cnn"] + cnn_tiny +
+               ["--max_epoch=2", "--start_using_fisher=0", "--shared_valid_fisher=False", "--shared_ce_fisher=False",
+                "--nb_batch_reward_controller=2", "--train_controller=True", "--use_tensorboard=False", "--comment=v"])
+    assert out["trainer"].wpl.fisher_norm_stats()["max"] > 0
