@@ -169,7 +169,7 @@ def init_wandb(**kwargs: Any) -> Any:
     except ImportError as err:
         raise UserError(
             "W&B logging was asked for but wandb is not installed; "
-            "install it (uv sync --extra wandb) or pass --no_wandb"
+            "install it (uv pip install wandb) or pass --no_wandb"
         ) from err
     return wandb.init(**kwargs)
 
