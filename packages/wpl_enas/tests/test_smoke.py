@@ -133,10 +133,12 @@ def test_custom_text_dataset(workdir, rnn_tiny):
 
 
 def test_custom_image_dataset(workdir, cnn_tiny):
-    out = main(["--dataset=tiny_images", "--network_type=micro_cnn"] + cnn_tiny + ["--comment=ci", "--max_epoch=1"])
+    out = main(["--dataset=tiny_images", "--network_type=micro_cnn"] + cnn_tiny + ["--comment=ci", "--max_epoch=1",
+                                                                               "--train_limit=20", "--test_limit=8"])
     trainer = out["trainer"]
     assert trainer.args.output_classes == 3
     assert trainer.shared.classifier.out_features == 3
+    assert len(trainer.data.train) == 20 and len(trainer.data.valid) == 8
     params = json.loads((workdir / "logs" / "tiny_images_ci" / "params.json").read_text())
     assert params["output_classes"] == 3
 

@@ -237,11 +237,16 @@ def read_image_split(folder: Path, height: int, width: int, classes: list[str] |
 
 
 def load_image_folder(root: Path, dataset: str, height: int, width: int, batch_size: int, test_batch_size: int,
-                      device: torch.device, seed: int) -> ImageData:
+                      device: torch.device, seed: int, train_limit: int | None = None,
+                      test_limit: int | None = None) -> ImageData:
     base = root / dataset
     xtr, ytr, names = read_image_split(base / "train", height, width)
     xva, yva, _ = read_image_split(base / "valid", height, width, names)
     xte, yte, _ = read_image_split(base / "test", height, width, names)
+    if train_limit:
+        xtr, ytr = xtr[:train_limit], ytr[:train_limit]
+    if test_limit:
+        xva, yva, xte, yte = xva[:test_limit], yva[:test_limit], xte[:test_limit], yte[:test_limit]
     num_classes = max(len(names), int(ytr.max()) + 1)
     xf = xtr.to(torch.float32) / 255.0
     mean = tuple(xf.mean(dim=(0, 2, 3)).tolist())

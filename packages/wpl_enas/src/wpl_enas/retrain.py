@@ -158,7 +158,7 @@ def _retrain_cnn(args, arch, root, kind, device, runlog, out_dir) -> dict:
                             args.train_limit, args.test_limit)
     else:
         data = load_image_folder(root, args.dataset, args.cnn_height, args.cnn_width, args.batch_size,
-                                 args.test_batch_size, device, args.random_seed)
+                                 args.test_batch_size, device, args.random_seed, args.train_limit, args.test_limit)
     model = SharedMicroCNN(num_blocks=args.num_blocks, normal_ops=args.shared_cnn_normal_types,
                            reduce_ops=args.shared_cnn_reduce_types, num_modules=args.cnn_num_modules,
                            num_repeat_normal=args.cnn_num_repeat_normal, final_filter_size=args.cnn_final_filter_size,

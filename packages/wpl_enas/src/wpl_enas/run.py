@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
                                 args.train_limit, args.test_limit)
         else:
             data = load_image_folder(root, args.dataset, args.cnn_height, args.cnn_width, args.batch_size,
-                                     args.test_batch_size, device, args.random_seed)
+                                     args.test_batch_size, device, args.random_seed, args.train_limit, args.test_limit)
         if data.num_classes != args.output_classes:
             logger.warning("--output_classes=%d but the data has %d classes: using %d", args.output_classes,
                            data.num_classes, data.num_classes)
