@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eot_iters", type=cli.positive_int, default=1000)
     p.add_argument("--skip_game", action="store_true")
     p.add_argument("--skip_mixed", action="store_true")
+    p.add_argument("--jobs", type=cli.positive_int, default=1,
+                   help="game runs in parallel (one process each, one thread per process)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true")
     cli.add_print_config_flag(p)
@@ -113,21 +115,38 @@ def analyse_game(label: str, rec: dict) -> dict:
     return out
 
 
+def _train(argv: list[str]) -> None:
+    train.main(argv)
+
+
 def run_game(args) -> dict:
     out = Path(args.out_dir)
-    results: dict[str, list[dict]] = {}
+    todo, folders = [], {}
     for label, flags in regimes(args.trainIters).items():
         for seed in args.seeds:
             fname = f"{label.replace(' ', '_')}_seed{seed}"
             folder = out / fname
+            folders.setdefault(label, []).append(folder)
             if not (folder / "summary.json").exists():
                 argv = ["--fname", fname, "--seed", str(seed), "--no_wandb", "--trainIters", str(args.trainIters),
                         "--out_dir", str(out), "--device", args.device, "--eot_every", "0",
                         "--eot_receivers", str(args.eot_receivers), "--eot_iters", str(args.eot_iters),
                         "--overwrite", *flags]
-                if args.quiet:
+                if args.quiet or args.jobs > 1:
                     argv.append("--quiet")
-                train.main(argv)
+                todo.append(argv)
+    if args.jobs > 1 and len(todo) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+            list(pool.map(_train, todo))
+    else:
+        for argv in todo:
+            _train(argv)
+    results: dict[str, list[dict]] = {}
+    for label, paths in folders.items():
+        for folder in paths:
             rec = game_run_record(folder)
             rec["analysis"] = analyse_game(label, rec)
             results.setdefault(label, []).append(rec)
