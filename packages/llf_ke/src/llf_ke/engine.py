@@ -57,15 +57,16 @@ class Meter:
     """Sums on the device; one synchronisation at the end of a pass."""
 
     def __init__(self, device: torch.device) -> None:
-        self.loss = torch.zeros((), device=device, dtype=torch.float64)
-        self.top1 = torch.zeros((), device=device, dtype=torch.float64)
-        self.top5 = torch.zeros((), device=device, dtype=torch.float64)
+        dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+        self.loss = torch.zeros((), device=device, dtype=dtype)
+        self.top1 = torch.zeros((), device=device, dtype=dtype)
+        self.top5 = torch.zeros((), device=device, dtype=dtype)
         self.n = 0
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> None:
         b = target.shape[0]
         c1, c5 = topk_correct(logits.detach(), target)
-        self.loss += loss.detach().double() * b
+        self.loss += loss.detach().to(self.loss.dtype) * b
         self.top1 += c1
         self.top5 += c5
         self.n += b
