@@ -62,6 +62,7 @@ def test_argparse_errors_are_one_line(script, tmp_path, capsys, extra, needle):
 
 @pytest.mark.parametrize("extra,needle", [
     (("--arch", "Split_densenet121"), "DenseNet and GoogLeNet"),
+    (("--scale-fan",), "scale-fan"),
     (("--optimizer", "lbfgs"), "--optimizer"),
     (("--freeze_non_reset",), "needs --reset_layer_name"),
     (("--fix_seed",), "needs --seed"),

@@ -251,3 +251,36 @@ def test_pretrained_checkpoint_loads_matching_tensors(tmp_path):
     args.pretrained = str(tmp_path / "missing.pth")
     with pytest.raises(Exception, match="no such checkpoint"):
         _load_pretrained(target, args, logging.getLogger("test"))
+
+
+def test_kd_loss_and_pair_sampler(tmp_path):
+    from llf_ke.data import PairBatchSampler, load_splits
+    from llf_ke.engine import kd_loss
+    from llf_ke.fake import write_fake_folder_set
+
+    s = torch.tensor([[0.0, 0.0]])
+    t = torch.tensor([[4.0 * math.log(3.0), 0.0]])  # softmax(t/4) = (3/4, 1/4)
+    expected = 16 * (0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5))
+    assert kd_loss(s, t, 4.0).item() == pytest.approx(expected, rel=1e-6)
+    assert kd_loss(t, t, 4.0).item() == pytest.approx(0.0, abs=1e-6)
+    write_fake_folder_set(tmp_path, "Folder", 3, {"train": 3, "val": 1, "test": 1}, size=8)
+    train = load_splits(tmp_path, "Folder", 0, image_size=8).train
+    batches = list(PairBatchSampler(train, 4))
+    assert sorted(i for b in batches for i in b[: len(b) // 2]) == list(range(9))
+    for b in batches:
+        half = len(b) // 2
+        for a, p in zip(b[:half], b[half:]):
+            assert train.targets[a] == train.targets[p] and a != p
+
+
+def test_cs_kd_run(tmp_path, script):
+    from llf_ke.fake import write_fake_folder_set
+
+    write_fake_folder_set(tmp_path / "data", "Folder", 3, {"train": 4, "val": 1, "test": 1}, size=16)
+    script.main(["--epochs", "1", "--num_generations", "2", "--name", "cskd", "--cs_kd", "--split_rate", "0.8",
+                 "--split_mode", "kels", "--set", "Folder", "--data", str(tmp_path / "data"), "--no_wandb",
+                 "--device", "cpu", "--image_size", "16", "-t", "0", "-b", "8", "--checkpoints_dir",
+                 str(tmp_path / "ckpt"), "--quiet", "--init_seed", "0"])
+    exp = next((tmp_path / "ckpt").glob("*/*"))
+    assert "_cskdTrue_smth0.0_" in exp.name
+    assert len(next(exp.glob("*.csv")).read_text().splitlines()) == 3

@@ -169,8 +169,6 @@ def validate(a: argparse.Namespace) -> None:
         raise UserError("--fix_seed needs --seed N")
     if a.scale_fan:
         raise UserError("--scale-fan is not supported (it crashed in the original: prune_rate is never defined)")
-    if a.cs_kd:
-        raise UserError("--cs_kd (class-wise self-knowledge distillation) is not part of this re-implementation")
     if a.set == "Flower102Pytorch":
         pass  # read from <data>/flower102/{jpg,lists} (KE's layout), see data.py
     if a.set in ("CUB200_val", "Dog120_val", "MIT67_val"):

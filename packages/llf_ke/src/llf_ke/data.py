@@ -20,6 +20,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from forgetting_common.data import DatasetError, image_folder_split
 from torch.utils.data import DataLoader, Dataset
 
@@ -169,8 +170,47 @@ def _checked(train, val, test, num_cls, set_name, root) -> Splits:
     return Splits(train, val, test, num_cls, list(train.classes))
 
 
-def make_loader(dataset: Dataset, batch_size: int, *, train: bool, workers: int, pin: bool) -> DataLoader:
+def dataset_targets(dataset: Dataset) -> list[int]:
+    if hasattr(dataset, "targets"):
+        return [int(t) for t in dataset.targets]
+    return [int(label) for _, label in dataset.items]
+
+
+class PairBatchSampler:
+    """CS-KD batches: ``batch_size // 2`` anchors (a random permutation, last batch kept), then
+    for each anchor a random other image of the same class (itself if it is alone)."""
+
+    def __init__(self, dataset: Dataset, batch_size: int) -> None:
+        self.targets = dataset_targets(dataset)
+        self.anchors = max(1, batch_size // 2)
+        self.by_class: dict[int, list[int]] = {}
+        for index, label in enumerate(self.targets):
+            self.by_class.setdefault(label, []).append(index)
+
+    def __len__(self) -> int:
+        return (len(self.targets) + self.anchors - 1) // self.anchors
+
+    def __iter__(self):
+        order = torch.randperm(len(self.targets)).tolist()
+        for start in range(0, len(order), self.anchors):
+            batch = order[start:start + self.anchors]
+            partners = []
+            for index in batch:
+                pool = self.by_class[self.targets[index]]
+                if len(pool) == 1:
+                    partners.append(index)
+                    continue
+                pick = pool[int(torch.randint(len(pool) - 1, (1,)))]
+                partners.append(pick if pick != index else pool[-1])
+            yield batch + partners
+
+
+def make_loader(dataset: Dataset, batch_size: int, *, train: bool, workers: int, pin: bool,
+                pairs: bool = False) -> DataLoader:
     """Train: a fresh random permutation each epoch from torch's global RNG, last batch kept."""
+    if pairs:
+        return DataLoader(dataset, batch_sampler=PairBatchSampler(dataset, batch_size), num_workers=workers,
+                          pin_memory=pin)
     return DataLoader(dataset, batch_size=batch_size, shuffle=train, num_workers=workers,
                       pin_memory=pin, drop_last=False, persistent_workers=False)
 

@@ -19,6 +19,18 @@ def smoothing_loss(logits: torch.Tensor, target: torch.Tensor, eps: float) -> to
     return ((1 - eps) * nll - eps * logp.mean(dim=-1)).mean()
 
 
+def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
+    """CS-KD's consistency term: T^2 * KL(softmax(teacher/T) || softmax(student/T)), per sample."""
+    log_p = F.log_softmax(student / temperature, dim=1)
+    q = F.softmax(teacher / temperature, dim=1)
+    return F.kl_div(log_p, q, reduction="sum") * temperature**2 / student.shape[0]
+
+
+#: CS-KD's weight of the consistency term and its temperature (fixed in the original).
+CSKD_LAMBDA = 3.0
+CSKD_TEMPERATURE = 4.0
+
+
 def make_criterion(label_smoothing: float) -> nn.Module:
     return nn.CrossEntropyLoss(label_smoothing=label_smoothing) if label_smoothing > 0 else nn.CrossEntropyLoss()
 
@@ -77,16 +89,30 @@ class Meter:
 
 
 def train_epoch(model: nn.Module, loader, criterion, optimizer, device: torch.device, bar=None,
-                log_batch=None) -> dict[str, float]:
-    """One pass over ``loader`` in train mode (every BN updates its statistics, frozen ones too)."""
+                log_batch=None, cs_kd: bool = False) -> dict[str, float]:
+    """One pass over ``loader`` in train mode (every BN updates its statistics, frozen ones too).
+
+    ``cs_kd``: each batch is anchors then same-class partners (:class:`llf_ke.data.PairBatchSampler`);
+    the loss is the criterion on the anchors plus 3 x the KD term towards the partners'
+    (no-gradient) predictions at temperature 4; accuracy is counted on the anchors.
+    """
     model.train()
     meter = Meter(device)
     nb = len(loader)
     for i, (images, target) in enumerate(loader):
         images = images.to(device, non_blocking=True)
         target = target.to(device, non_blocking=True)
-        logits = model(images)
-        loss = criterion(logits, target)
+        if cs_kd:
+            half = images.shape[0] // 2
+            target = target[:half]
+            logits = model(images[:half])
+            loss = criterion(logits, target)
+            with torch.no_grad():
+                partner = model(images[half:])
+            loss = loss + CSKD_LAMBDA * kd_loss(logits, partner.detach(), CSKD_TEMPERATURE)
+        else:
+            logits = model(images)
+            loss = criterion(logits, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

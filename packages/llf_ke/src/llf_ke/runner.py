@@ -144,7 +144,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.set == "Folder":
         args.num_cls = splits.num_classes
     pin = device.type == "cuda"
-    train_loader = make_loader(splits.train, args.batch_size, train=True, workers=args.num_threads, pin=pin)
+    train_loader = make_loader(splits.train, args.batch_size, train=True, workers=args.num_threads, pin=pin,
+                               pairs=args.cs_kd)
     val_loader = make_loader(splits.val, args.batch_size, train=False, workers=args.num_threads, pin=pin)
     test_loader = (make_loader(splits.test, args.batch_size, train=False, workers=args.num_threads, pin=pin)
                    if splits.test is not None and args.eval_tst else None)
@@ -337,7 +338,8 @@ def _train_generation(args, model, device, log, runlog, g, gen: Generation, trai
             def log_batch(i, nb, loss, epoch=epoch):
                 log.debug("generation %d epoch [%d][%d/%d] loss %.4f", g, epoch, i, nb, loss)
 
-            trn = engine.train_epoch(model, train_loader, criterion, optimizer, device, bar=bar, log_batch=log_batch)
+            trn = engine.train_epoch(model, train_loader, criterion, optimizer, device, bar=bar, log_batch=log_batch,
+                                     cs_kd=args.cs_kd)
             global_epoch = g * E + epoch
             record = {"generation": g, "epoch": epoch, "global_epoch": global_epoch, "lr": lr, "split": "train",
                       **trn, "epoch_seconds": round(time.time() - start, 3)}
