@@ -59,15 +59,21 @@ def test_forget_train_variants(run_forget, extra):
 def test_track_examples_and_save_weights(run_forget):
     _, folder = run_forget("--fname t --seed 0 --no_wandb --no_eot --track_examples --save_weights",
                            *TINY, "--resetNum", "2")
-    tr = np.load(folder / "seed0_example_tracker.npz")
+    import h5py
+
+    tr = h5py.File(folder / "seed0_example_tracker.h5", "r")
+    assert tr.attrs["resetIter"] == 20 and tr.attrs["trainIters"] == 40 and tr.attrs["resetNum"] == 2
     assert tr["hard_color_tracker"].shape == (4 + 1, 32)  # every 10 iterations + after the event
     assert tr["message_tracker"].shape == (5, 32, 2)
     assert tr["all_color_hard_examples"].shape == (32, 5, 2)
-    assert list(tr["time_tracker"]) == [0, 10, 20, 20, 30]
-    ex = tr["all_easy_examples"]
+    assert list(tr["time_tracker"][:]) == [0, 10, 20, 20, 30]
+    ex = tr["all_easy_examples"][:]
     assert np.all(ex[:, 1:, 0] != ex[:, :1, 0]) and np.all(ex[:, 1:, 1] != ex[:, :1, 1])
-    w = np.load(folder / "seed0_weight_trajectory.npz")
+    tr.close()
+    w = h5py.File(folder / "seed0_weight_trajectory.h5", "r")
     assert w["sbot_weights_all_time"].shape == (1, 46108) and w["rbot_weights_all_time"].shape == (1, 55400)
+    assert list(w["time_ind"][:]) == [20] and w["topo_tracker"].shape == (1,)
+    w.close()
 
 
 def test_mixed_language_seed_commands(run_mixed, read_json):

@@ -27,6 +27,30 @@ def save_npz(path: Path, **arrays: Any) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def save_h5(path: Path, attrs: dict[str, Any] | None = None, **datasets: Any) -> Path:
+    """An HDF5 file with the given datasets and attributes, written beside the target and renamed."""
+    import os
+    import tempfile
+
+    import h5py
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            for key, value in (attrs or {}).items():
+                f.attrs[key] = value
+            for key, value in datasets.items():
+                f.create_dataset(key, data=np.asarray(value))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def group_name(args, group_vars) -> str:
     """The original run name ``var1<val1>_var2<val2>...`` built from ``--group_vars``."""
     return "_".join(f"{var}{getattr(args, var)}" for var in group_vars)

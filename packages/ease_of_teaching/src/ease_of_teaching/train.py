@@ -39,8 +39,8 @@ from ease_of_teaching.game import (
 from ease_of_teaching.outputs import (
     check_group_vars,
     clear_old_tensorboard,
+    save_h5,
     save_npy,
-    save_npz,
     set_threads,
     wandb_settings,
 )
@@ -372,10 +372,11 @@ class Trainer:
                                              "mean_curves": [c.mean(0).round(3).tolist() for c in self.eval_acc]})
         if self.trackers:
             tr = {k: np.asarray(v) for k, v in self.trackers.items()}
-            save_npz(out / f"seed{a.seed}_example_tracker.npz", **tr, **self.probe_np,
-                     resetIter=self.reset_iter, trainIters=a.trainIters, resetNum=a.resetNum)
+            save_h5(out / f"seed{a.seed}_example_tracker.h5",
+                    attrs={"resetIter": self.reset_iter, "trainIters": a.trainIters, "resetNum": a.resetNum},
+                    **tr, **self.probe_np)
         if self.weights:
-            save_npz(out / f"seed{a.seed}_weight_trajectory.npz", **{k: np.asarray(v) for k, v in self.weights.items()})
+            save_h5(out / f"seed{a.seed}_weight_trajectory.h5", **{k: np.asarray(v) for k, v in self.weights.items()})
         acc_np = arrays["trainAcc"]
         n_last = min(1000, len(acc_np))
         summary = {
