@@ -40,6 +40,8 @@ def test_print_config_prints_one_json_object(capsys):
     assert printed["lr"] == 0.5 and printed["device"] == "auto" and printed["data_source"] == "real"
     assert "print_config" not in printed
     assert not cli.maybe_print_config(parser.parse_args([]))
+    assert cli.maybe_print_config(args, config={"lr": 0.5, "resetIter": 6000})
+    assert json.loads(capsys.readouterr().out) == {"lr": 0.5, "resetIter": 6000}
 
 
 def test_fraction_and_pairs():

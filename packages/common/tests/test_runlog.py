@@ -23,6 +23,8 @@ def test_runlog_refuses_to_overwrite_and_resumes(tmp_path):
     RunLog.create(run, config={"a": 1}, tensorboard=False).close()
     with pytest.raises(UserError, match="already holds"):
         RunLog.create(run, config={"a": 2})
+    with pytest.raises(UserError, match="pass --overwrite"):
+        RunLog.create(run, config={"a": 2}, exists_hint="pass --overwrite to replace it")
     assert json.loads((run / "config.json").read_text()) == {"a": 1}
     log = RunLog.create(run, config={"a": 1}, resume=True, tensorboard=False)
     log.log({"x": 1}, step=5)

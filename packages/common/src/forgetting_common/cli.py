@@ -141,12 +141,18 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def maybe_print_config(args: argparse.Namespace | dict[str, Any], file=None) -> bool:
-    """If ``args.print_config`` is set, print the configuration as JSON and return True."""
+def maybe_print_config(
+    args: argparse.Namespace | dict[str, Any], file=None, config: dict[str, Any] | None = None
+) -> bool:
+    """If ``args.print_config`` is set, print the configuration as JSON and return True.
+
+    ``config``: print this resolved configuration instead of ``args`` itself (a script that
+    derives settings after parsing passes them here; the flag is still read from ``args``).
+    """
     flag = args.get("print_config") if isinstance(args, dict) else getattr(args, "print_config", False)
     if not flag:
         return False
-    print(json.dumps(config_dict(args), sort_keys=True), file=file or sys.stdout)
+    print(json.dumps(config_dict(config if config is not None else args), sort_keys=True), file=file or sys.stdout)
     return True
 
 

@@ -83,19 +83,21 @@ class RunLog:
         tensorboard: bool = True,
         quiet: bool = False,
         wandb: Mapping[str, Any] | None = None,
+        exists_hint: str = "choose another output folder, or resume it",
     ) -> RunLog:
         """Make (or, with ``resume``, reopen) a run folder and write ``config.json`` atomically.
 
         ``wandb``: keyword arguments for ``wandb.init`` (project, group, name …); W&B is
         imported only then, and its absence is a :class:`UserError` with the fix.
+        ``exists_hint``: what the error for an occupied folder tells the user to do (name
+        the script's own flag, e.g. "pass --overwrite to replace it").
         """
         path = Path(directory)
         if path.exists() and not path.is_dir():
             raise UserError(f"output folder {path} exists and is not a folder")
         if (path / "config.json").exists() and not (resume or overwrite):
             raise UserError(
-                f"{path} already holds a finished or running run (config.json); "
-                "choose another output folder, or resume it"
+                f"{path} already holds a finished or running run (config.json); {exists_hint}"
             )
         path.mkdir(parents=True, exist_ok=True)
         if overwrite and not resume:
