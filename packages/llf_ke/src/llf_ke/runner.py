@@ -228,7 +228,9 @@ def _generations(args, model, device, exp_dir, log, runlog, train_loader, val_lo
                 atomic_torch_save({"epoch": 0, "arch": args.arch, "state_dict": model.state_dict()},
                                   run_dir / "checkpoints" / "init_model.state")
             if args.eval_after_reset and g >= 1 and test_loader is not None:
-                res = engine.evaluate(model, test_loader, engine.make_criterion(args.label_smoothing), device)
+                # forked RNG: the extra pass (its loader draws a seed) leaves the run's randomness as without it
+                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                    res = engine.evaluate(model, test_loader, engine.make_criterion(args.label_smoothing), device)
                 log.info("Test after reset (generation %d): top1 %.2f top5 %.2f", g, res["top1"], res["top5"])
                 runlog.log({"generation": g, "epoch": -1, "split": "test_after_reset", **res}, step=g * args.epochs)
             if args.fix_seed:  # every generation sees the same data order and augmentations
