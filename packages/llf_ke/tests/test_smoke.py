@@ -202,3 +202,12 @@ def test_log_dir_and_run_folder_numbering(tmp_path):
     first = _new_run_dir(args, tmp_path / "unused", 2)
     assert first.parent.parent == tmp_path / "logs" / "exp" / "gen_2" and first.name == "0000_g3"
     assert not (tmp_path / "unused").exists()
+
+
+def test_eval_after_reset_changes_nothing_else(runs):
+    """The extra evaluation runs on a forked RNG: the CSV numbers equal a run without it."""
+    with_eval = runs.get("frz_early", "S5", epochs=1, generations=2,
+                         extra=("--save_model", "--init_seed", "0", "--eval_after_reset"))
+    plain = runs.get("frz_early_plain", "S5", epochs=1, generations=2, extra=("--init_seed", "0"))
+    strip = [list(r.values())[2:] for r in _csv(plain)]
+    assert [list(r.values())[2:] for r in _csv(with_eval)] == strip
