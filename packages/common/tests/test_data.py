@@ -94,6 +94,11 @@ def test_image_folder_split_checks_class_count(tmp_path):
     assert len(ds) == 5
     with pytest.raises(DatasetError, match="has 5 class folders but Flower102 has 102"):
         D.image_folder_split(tmp_path, "Flower102", "train", num_classes=102)
+    train = D.image_folder_split(tmp_path, "Flower102", "train")
+    assert len(D.image_folder_split(tmp_path, "Flower102", "test", classes=train.classes)) == 5
+    (tmp_path / "Flower102" / "test" / "class004").rename(tmp_path / "Flower102" / "test" / "zzz")
+    with pytest.raises(DatasetError, match="other class folders"):
+        D.image_folder_split(tmp_path, "Flower102", "test", classes=train.classes)
     with pytest.raises(DatasetError, match="Aircrafts"):
         D.image_folder_split(tmp_path, "Aircrafts", "train")
 

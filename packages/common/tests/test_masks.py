@@ -86,6 +86,7 @@ def test_select_and_parameters_from():
     net = Net()
     assert M.parameters_from(net, "block") == ["block.0.weight", "block.0.bias", "fc2.weight", "fc2.bias"]
     assert M.parameters_from(net, "fc2.weight") == ["fc2.weight", "fc2.bias"]
+    assert M.parameters_from(net, "0.bias", match="contains") == ["block.0.bias", "fc2.weight", "fc2.bias"]
     with pytest.raises(KeyError, match="top-level names"):
         M.parameters_from(net, "layer4")
     names = [n for n, _ in M.select_parameters(net, exclude_substrings=("bias",))]

@@ -59,7 +59,12 @@ def synchronize(device: torch.device) -> None:
 
 
 def peak_memory_bytes(device: torch.device) -> int:
-    """Peak memory of this process: the CUDA allocator's peak on CUDA, else the max RSS."""
+    """Peak memory: the CUDA allocator's peak on CUDA (resettable), else the process's max RSS.
+
+    The max RSS covers the whole life of the process (the torch runtime included) and cannot
+    be reset, so a benchmark that compares configurations on the CPU measures each one in its
+    own process (for example a ``multiprocessing`` child with the ``fork`` start method).
+    """
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
     import resource

@@ -52,19 +52,28 @@ def select_parameters(
     return chosen
 
 
-def parameters_from(model: nn.Module, start: str) -> list[str]:
-    """Names of the first parameter whose name starts with ``start`` and of every one after it.
+def parameters_from(model: nn.Module, start: str, match: str = "prefix") -> list[str]:
+    """Names of the first parameter that matches ``start`` and of every one after it.
 
-    Registration order is the order of ``named_parameters()``. An unknown ``start`` is a
-    ``KeyError`` that lists the top-level names the model has.
+    ``match="prefix"``: the first name equal to ``start`` or under it (``layer4`` matches
+    ``layer4.0.conv1.weight``), else the first name starting with it. ``match="contains"``:
+    the first name that contains ``start`` anywhere (the later-layer-forgetting rule).
+    Registration order is the order of ``named_parameters()``. A ``start`` that matches
+    nothing is a ``KeyError`` that lists the model's top-level names.
     """
     names = [name for name, _ in model.named_parameters()]
-    for matches in (lambda n: n == start or n.startswith(start + "."), lambda n: n.startswith(start)):
+    if match == "prefix":
+        rules = (lambda n: n == start or n.startswith(start + "."), lambda n: n.startswith(start))
+    elif match == "contains":
+        rules = (lambda n: start in n,)
+    else:
+        raise ValueError(f"match must be 'prefix' or 'contains', got {match!r}")
+    for matches in rules:
         for index, name in enumerate(names):
             if matches(name):
                 return names[index:]
     tops = sorted({name.split(".")[0] for name in names})
-    raise KeyError(f"no parameter name starts with {start!r}; the model's top-level names are {tops}")
+    raise KeyError(f"no parameter name matches {start!r}; the model's top-level names are {tops}")
 
 
 # --------------------------------------------------------------------------- building

@@ -104,8 +104,9 @@ class RunLog:
             (path / "metrics.jsonl").unlink(missing_ok=True)
             shutil.rmtree(path / "tensorboard", ignore_errors=True)
         resolved = config_dict(dict(config) if isinstance(config, Mapping) else (config or {}))
-        atomic_write_json(path / "config.json", resolved)
+        # W&B first: if it fails, the folder must not already look like a run.
         wandb_run = init_wandb(config=resolved, **wandb) if wandb is not None else None
+        atomic_write_json(path / "config.json", resolved)
         return cls(path, tensorboard=tensorboard, quiet=quiet, wandb_run=wandb_run)
 
     def log(self, metrics: Mapping[str, Any], step: int | None = None, *, prefix: str = "") -> None:

@@ -15,10 +15,13 @@ def image_folder_split(
     transform: Callable | None = None,
     num_classes: int | None = None,
     flag: str = "--data",
+    classes: list[str] | None = None,
 ):
     """``torchvision.datasets.ImageFolder`` over ``root/set_name/split``, checked.
 
     ``num_classes``: if given, the folder must hold exactly that many class folders.
+    ``classes``: if given (say, the training split's), the class folders must be exactly these,
+    so that label ids mean the same thing in every split.
     """
     from torchvision.datasets import ImageFolder
 
@@ -34,5 +37,12 @@ def image_folder_split(
         raise DatasetError(
             f"{path} has {len(dataset.classes)} class folders but {set_name} has {num_classes}; "
             f"expected {layout}"
+        )
+    if classes is not None and list(dataset.classes) != list(classes):
+        extra = sorted(set(dataset.classes) - set(classes))[:3]
+        lacking = sorted(set(classes) - set(dataset.classes))[:3]
+        raise DatasetError(
+            f"{path} has other class folders than the reference split "
+            f"(extra {extra}, missing {lacking}); every split needs the same classes"
         )
     return dataset
