@@ -131,18 +131,3 @@ def test_keep_fraction_that_empties_a_tensor_is_refused():
     with pytest.raises(UserError, match="keeps no entry"):
         check_keep_leaves_entries(model, "lenet", 0.0, same_mask=True)
     check_keep_leaves_entries(model, "lenet", 1e-5, same_mask=False)  # one entry is enough
-
-
-@pytest.mark.parametrize("keep", [0.0, 0.3, 0.5, 0.65, 0.999, 1.0])
-def test_fast_magnitude_mask_equals_the_common_one_including_ties(keep):
-    from forgetting_common.masks import magnitude_mask
-    from targeted_forgetting.forgetting import magnitude_keep_mask
-
-    gen = torch.Generator().manual_seed(3)
-    w = torch.randn(300, 78, generator=gen)
-    w[::7] = 0.25  # many ties at one magnitude
-    w[1::11] = -0.25
-    w[2::13] = 0.0
-    assert torch.equal(magnitude_keep_mask(w, keep), magnitude_mask(w, keep))
-    small = torch.tensor([1.0, -1.0, 1.0, 0.5, 1.0])
-    assert torch.equal(magnitude_keep_mask(small, 0.4), magnitude_mask(small, 0.4))
