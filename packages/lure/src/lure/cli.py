@@ -11,6 +11,7 @@ from forgetting_common.cli import (
     add_common_flags,
     fraction,
     maybe_print_config,
+    non_negative_int,
     positive_int,
 )
 from forgetting_common.data import resolve_root
@@ -18,16 +19,6 @@ from forgetting_common.errors import UserError
 
 from lure.data import DATASETS
 from lure.models import ARCHS
-
-
-def nonneg_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value!r}") from err
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value!r}")
-    return number
 
 
 def build_parser(alma: bool = False) -> argparse.ArgumentParser:
@@ -51,7 +42,7 @@ def build_parser(alma: bool = False) -> argparse.ArgumentParser:
     g = p.add_argument_group("general (original)")
     g.add_argument("--seed", type=int, default=None, help="random seed (default: unseeded)")
     g.add_argument("--gpu", type=int, default=0, help="CUDA device index (used when --device is cuda)")
-    g.add_argument("--workers", type=nonneg_int, default=2 if alma else 0,
+    g.add_argument("--workers", type=non_negative_int, default=2 if alma else 0,
                    help="accepted; data are batched by index on the device, so no loader workers are used")
     g.add_argument("--resume", action="store_true", help="resume from the last finished state")
     g.add_argument("--checkpoint", default=None, help="resume file (default: <save_dir>/anytime_state.pth.tar)")
@@ -59,8 +50,8 @@ def build_parser(alma: bool = False) -> argparse.ArgumentParser:
     g.add_argument("-no_replay", action="store_true", help="train on the current chunk only")
     g.add_argument("-one_replay", action="store_true", help="train on the current and the previous chunk")
     g.add_argument("-buffer_replay", action="store_true", help="current chunk plus a growing random buffer")
-    g.add_argument("--buffer_size_train", type=nonneg_int, default=182, help="train ids added to the buffer per state")
-    g.add_argument("--buffer_size_val", type=nonneg_int, default=182, help="val ids added to the buffer per state")
+    g.add_argument("--buffer_size_train", type=non_negative_int, default=182, help="train ids added to the buffer per state")
+    g.add_argument("--buffer_size_val", type=non_negative_int, default=182, help="val ids added to the buffer per state")
     g.add_argument("-snip_no_replay", action="store_true", help="SNIP data from the current chunk only")
     g.add_argument("-few_shot", action="store_true", help="restricted ImageNet few-shot regime")
     g.add_argument("--n_shots", type=positive_int, default=100, help="examples per class in few-shot mode")
@@ -73,7 +64,7 @@ def build_parser(alma: bool = False) -> argparse.ArgumentParser:
     if not alma:
         g.add_argument("--gamma", type=float, default=1.0, help="LR decay factor at each milestone, within a state")
     g.add_argument("--epochs", type=positive_int, default=182, help="epochs per state")
-    g.add_argument("--warmup", type=nonneg_int, default=0, help="linear warm-up epochs (per state)")
+    g.add_argument("--warmup", type=non_negative_int, default=0, help="linear warm-up epochs (per state)")
     g.add_argument("--print_freq", type=positive_int, default=50, help="print every N iterations")
     g.add_argument("--decreasing_lr", default="91,136", help="LR milestones in epochs within a state, comma-separated")
 
@@ -108,7 +99,7 @@ def build_parser(alma: bool = False) -> argparse.ArgumentParser:
     g.add_argument("--test_limit", type=positive_int, default=None, help="use at most this many test images (smoke runs)")
     g.add_argument("--image_size", type=positive_int, default=None,
                    help="image side for synthetic data and restricted ImageNet (default 32, 28 for MNIST, 224 for R-ImageNet)")
-    g.add_argument("--val_offset", type=nonneg_int, default=None,
+    g.add_argument("--val_offset", type=non_negative_int, default=None,
                    help="first id of the validation pool (default: 45000 CIFAR, 80565 R-ImageNet, 6800 few-shot, "
                         "55000 MNIST, 3600 MNIST-5k)")
     g.add_argument("--order_seed", type=int, default=0,
