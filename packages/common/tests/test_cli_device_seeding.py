@@ -44,7 +44,7 @@ def test_print_config_prints_one_json_object(capsys):
     assert json.loads(capsys.readouterr().out) == {"lr": 0.5, "resetIter": 6000}
 
 
-def test_fraction_and_pairs():
+def test_fraction_and_integer_types():
     assert cli.fraction("0.25") == 0.25
     for bad in ("1.5", "-0.1", "x"):
         with pytest.raises(argparse.ArgumentTypeError):
@@ -53,9 +53,6 @@ def test_fraction_and_pairs():
     for bad_int, kind in (("-1", cli.non_negative_int), ("0", cli.positive_int), ("x", cli.non_negative_int)):
         with pytest.raises(argparse.ArgumentTypeError):
             kind(bad_int)
-    assert cli.parse_pairs(["--lr", "0.01", "--n", "3", "--name", "a"]) == {"lr": 0.01, "n": 3, "name": "a"}
-    with pytest.raises(UserError, match="odd number"):
-        cli.parse_pairs(["--lr"])
 
 
 def test_one_line_parser_error(capsys):
@@ -104,7 +101,6 @@ def test_seeding_streams_and_state_roundtrip():
     second = (random.random(), np.random.rand(), torch.rand(3))
     assert first[:2] == second[:2] and torch.equal(first[2], second[2])
     gens = seeding.Generators(3)
-    saved = gens.state_dict() or {}
     x = torch.rand(2, generator=gens["noise"])
     saved = gens.state_dict()
     y = torch.rand(2, generator=gens["noise"])

@@ -16,10 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
 from typing import Any
-
-from forgetting_common.errors import UserError
 
 DEVICE_HELP = "where to run: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"
 
@@ -32,16 +29,6 @@ def enas_str2bool(value: str) -> bool:
     ``0``, ``yes`` and even ``1`` are false. Command lines written for the original depend on it.
     """
     return value.lower() in "true"
-
-
-def strict_bool(value: str) -> bool:
-    """A conventional boolean parser: true/false, yes/no, 1/0, on/off (any case)."""
-    text = value.strip().lower()
-    if text in {"true", "t", "yes", "y", "1", "on"}:
-        return True
-    if text in {"false", "f", "no", "n", "0", "off"}:
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {value!r}")
 
 
 def fraction(value: str) -> float:
@@ -165,20 +152,3 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
-
-
-def parse_pairs(tokens: Sequence[str], caster: Callable[[str], Any] | None = None) -> dict[str, Any]:
-    """``["a", "1", "b", "x"]`` → ``{"a": 1, "b": "x"}``, in order; an odd count is a UserError."""
-    if len(tokens) % 2:
-        raise UserError(f"expected name/value pairs, got an odd number of tokens: {' '.join(tokens)}")
-    cast = caster or _auto_cast
-    return {tokens[i].lstrip("-"): cast(tokens[i + 1]) for i in range(0, len(tokens), 2)}
-
-
-def _auto_cast(text: str) -> Any:
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text

@@ -10,9 +10,6 @@ from typing import Any
 import numpy as np
 import torch
 
-#: Stream names used across the packages; any other name works too.
-STREAMS = ("init", "data", "mask", "noise", "augment", "controller")
-
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     """Seed Python's ``random``, NumPy's global RNG and torch (CPU and every CUDA device).
