@@ -255,3 +255,13 @@ def load_image_folder(root: Path, dataset: str, height: int, width: int, batch_s
     valid = ImageSplit(xva.to(device), yva.to(device), mean, std)
     test = ImageSplit(xte.to(device), yte.to(device), mean, std)
     return ImageData(train, valid, test, num_classes, batch_size, test_batch_size, seed)
+
+
+def load_image_data(args, root: Path, kind: str, device: torch.device) -> ImageData:
+    """The image set a parsed ``main.py``/``retrain.py`` configuration names (CIFAR-10 or a folder)."""
+    if kind == "cifar10":
+        return load_cifar10(root, args.batch_size, args.test_batch_size, device, args.random_seed,
+                            args.train_limit, args.test_limit)
+    return load_image_folder(root, args.dataset, args.cnn_height, args.cnn_width, args.batch_size,
+                             args.test_batch_size, device, args.random_seed, args.train_limit, args.test_limit)
+

@@ -30,8 +30,7 @@ from wpl_enas.data import (
     TextData,
     dataset_kind,
     get_batch,
-    load_cifar10,
-    load_image_folder,
+    load_image_data,
     resolve_data_dir,
 )
 from wpl_enas.run import pick_device, resolve_names, setup_logging
@@ -153,12 +152,7 @@ def _retrain_rnn(args, dag, root, device, runlog, out_dir) -> dict:
 def _retrain_cnn(args, arch, root, kind, device, runlog, out_dir) -> dict:
     from wpl_enas.models.shared_cnn import SharedMicroCNN
 
-    if kind == "cifar10":
-        data = load_cifar10(root, args.batch_size, args.test_batch_size, device, args.random_seed,
-                            args.train_limit, args.test_limit)
-    else:
-        data = load_image_folder(root, args.dataset, args.cnn_height, args.cnn_width, args.batch_size,
-                                 args.test_batch_size, device, args.random_seed, args.train_limit, args.test_limit)
+    data = load_image_data(args, root, kind, device)
     model = SharedMicroCNN(num_blocks=args.num_blocks, normal_ops=args.shared_cnn_normal_types,
                            reduce_ops=args.shared_cnn_reduce_types, num_modules=args.cnn_num_modules,
                            num_repeat_normal=args.cnn_num_repeat_normal, final_filter_size=args.cnn_final_filter_size,

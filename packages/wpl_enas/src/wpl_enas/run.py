@@ -17,7 +17,7 @@ from forgetting_common.runlog import RunLog
 from forgetting_common.seeding import seed_everything
 
 from wpl_enas.config import parse_args
-from wpl_enas.data import TextData, dataset_kind, load_cifar10, load_image_folder, resolve_data_dir
+from wpl_enas.data import TextData, dataset_kind, load_image_data, resolve_data_dir
 from wpl_enas.trainer import CNNTrainer, RNNTrainer, find_checkpoint
 
 logger = logging.getLogger("wpl_enas")
@@ -130,12 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
         logger.info("text corpus %s: %d types, %d/%d/%d tokens", args.data_path, data.num_tokens,
                     data.corpus.train.numel(), data.corpus.valid.numel(), data.corpus.test.numel())
     else:
-        if kind == "cifar10":
-            data = load_cifar10(root, args.batch_size, args.test_batch_size, device, args.random_seed,
-                                args.train_limit, args.test_limit)
-        else:
-            data = load_image_folder(root, args.dataset, args.cnn_height, args.cnn_width, args.batch_size,
-                                     args.test_batch_size, device, args.random_seed, args.train_limit, args.test_limit)
+        data = load_image_data(args, root, kind, device)
         if data.num_classes != args.output_classes:
             logger.warning("--output_classes=%d but the data has %d classes: using %d", args.output_classes,
                            data.num_classes, data.num_classes)
