@@ -1,0 +1,1 @@
+"""The `forgetting` command: from a paper's claim to its figure, as a sweep of original command lines."""
