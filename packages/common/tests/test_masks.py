@@ -4,8 +4,13 @@ from forgetting_common import masks as M
 from torch import nn
 
 
-def test_prune_count_is_exact_and_robust_to_float_error():
-    assert M.prune_count(10, 0.9) == 1  # naive int(10 * (1 - 0.9)) gives 0
+def test_prune_count_is_the_originals_truncated_float_product():
+    # The originals compute int(n * (1 - keep)) in floating point; 1 - 0.9 = 0.09999999999999998.
+    assert M.prune_count(10, 0.9) == 0
+    assert M.prune_count(235_200, 0.9) == 23_519  # LeNet fc1 at keep 0.9 (not 23,520)
+    assert M.prune_count(100, 0.55) == 44  # 100 * 0.44999999999999996
+    assert M.prune_count(5, 0.8) == 0  # 5 * 0.19999999999999996
+    assert M.forget_count(1000, (1 - 0.3) / 2) == 350
     assert M.prune_count(235_200, 0.3) == 164_640  # the IMP-style seed's fc1
     assert M.prune_count(1000, 0.65) == 350
     assert M.prune_count(7, 0.0) == 7

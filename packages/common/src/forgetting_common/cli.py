@@ -64,6 +64,32 @@ def non_negative_int(value: str) -> int:
     return number
 
 
+def _finite(value: str, expected: str) -> float:
+    try:
+        number = float(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {value!r}") from err
+    if number != number or number in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {value!r}")
+    return number
+
+
+def non_negative_float(value: str) -> float:
+    """An argparse type for a finite number of zero or more (learning rates, decays, sigmas)."""
+    number = _finite(value, "a finite number of zero or more")
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number of zero or more, got {value!r}")
+    return number
+
+
+def positive_float(value: str) -> float:
+    """An argparse type for a finite number greater than zero."""
+    number = _finite(value, "a finite number greater than zero")
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number greater than zero, got {value!r}")
+    return number
+
+
 def add_device_flag(parser: argparse.ArgumentParser, default: str = "auto") -> None:
     """``--device {auto,cpu,cuda,cuda:N,mps}`` (validated later by ``resolve_device``)."""
     parser.add_argument("--device", default=default, help=DEVICE_HELP)

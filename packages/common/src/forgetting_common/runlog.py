@@ -11,6 +11,13 @@
 Finished results are never overwritten silently: creating a run in a folder that already holds
 a ``config.json`` raises :class:`UserError` unless ``resume=True`` (append) or
 ``overwrite=True`` is given.
+
+Resuming equals never having stopped: a checkpoint stores :meth:`RunLog.checkpoint_state`
+(how many bytes of ``metrics.jsonl`` and of the TensorBoard events file were written, all
+flushed), and ``RunLog.create(..., resume=True, resume_state=state)`` cuts both back to that
+point before the resumed run appends, so rows logged after the checkpoint by the killed
+process are not repeated. TensorBoard events are written synchronously for that reason
+(tensorboardX's writer queues them in a background process, so no byte count is exact).
 """
 
 from __future__ import annotations
@@ -42,6 +49,66 @@ def progress(iterable: Iterable | None = None, *, quiet: bool = False, **kwargs:
     return tqdm(iterable, disable=not progress_enabled(quiet), dynamic_ncols=True, **kwargs)
 
 
+class TensorBoardEvents:
+    """A synchronous TensorBoard events file: scalars, text, images and histograms.
+
+    The subset of tensorboardX's ``SummaryWriter`` the packages use, written in the caller's
+    thread through tensorboardX's own ``EventsWriter`` and summary builders, so that after
+    :meth:`flush` the file's size is exactly what has been logged.
+    """
+
+    _count = 0
+
+    def __init__(self, logdir: Path) -> None:
+        from tensorboardX.event_file_writer import EventsWriter
+
+        logdir.mkdir(parents=True, exist_ok=True)
+        TensorBoardEvents._count += 1
+        # The writer names files by the second; the suffix keeps two writers of one second apart.
+        self._writer = EventsWriter(str(logdir / "events"), f".{os.getpid()}.{TensorBoardEvents._count}")
+        self.path = Path(self._writer._file_name)
+
+    def _write(self, summary: Any, step: int | None) -> None:
+        from tensorboardX.proto import event_pb2
+
+        event = event_pb2.Event(summary=summary, wall_time=time.time())
+        if step is not None:
+            event.step = int(step)
+        self._writer.write_event(event)
+
+    def add_scalar(self, tag: str, value: float, global_step: int | None = None) -> None:
+        from tensorboardX import summary
+
+        self._write(summary.scalar(tag, float(value)), global_step)
+
+    def add_text(self, tag: str, text: str, global_step: int | None = None) -> None:
+        from tensorboardX import summary
+
+        self._write(summary.text(tag, text), global_step)
+
+    def add_image(self, tag: str, img: Any, global_step: int | None = None, dataformats: str = "CHW") -> None:
+        from tensorboardX import summary
+
+        self._write(summary.image(tag, img, dataformats=dataformats), global_step)
+
+    def add_histogram(self, tag: str, values: Any, global_step: int | None = None, bins: str = "tensorflow") -> None:
+        from tensorboardX import summary
+
+        self._write(summary.histogram(tag, values, bins), global_step)
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def _truncate(path: Path, size: int) -> None:
+    if path.exists() and path.stat().st_size > size:
+        with open(path, "r+b") as handle:
+            handle.truncate(size)
+
+
 def _scalar(value: Any) -> Any:
     if hasattr(value, "item") and getattr(value, "numel", lambda: 1)() == 1:
         value = value.item()
@@ -60,17 +127,17 @@ class RunLog:
         tensorboard: bool = True,
         quiet: bool = False,
         wandb_run: Any = None,
+        elapsed: float = 0.0,
     ) -> None:
         self.dir = directory
         self.quiet = quiet
         self._metrics = open(directory / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
-        self._tb = None
-        if tensorboard:
-            from tensorboardX import SummaryWriter
-
-            self._tb = SummaryWriter(logdir=str(directory / "tensorboard"))
+        tb_dir = directory / "tensorboard"
+        # Event files already there (earlier resumes' complete ones) stay part of this run.
+        self._tb_earlier = sorted(p.name for p in tb_dir.glob("events.out.tfevents.*")) if tensorboard else []
+        self._tb = TensorBoardEvents(tb_dir) if tensorboard else None
         self._wandb = wandb_run
-        self._start = time.time()
+        self._start = time.time() - elapsed
 
     @classmethod
     def create(
@@ -84,8 +151,14 @@ class RunLog:
         quiet: bool = False,
         wandb: Mapping[str, Any] | None = None,
         exists_hint: str = "choose another output folder, or resume it",
+        resume_state: Mapping[str, Any] | None = None,
     ) -> RunLog:
         """Make (or, with ``resume``, reopen) a run folder and write ``config.json`` atomically.
+
+        ``resume_state``: what :meth:`checkpoint_state` returned when the checkpoint being
+        resumed was written; the logs are cut back to that point (``{}``, or
+        :data:`EMPTY_STATE`, when the run restarts from nothing). Without it a resumed run
+        appends to whatever is there.
 
         ``wandb``: keyword arguments for ``wandb.init`` (project, group, name …); W&B is
         imported only then, and its absence is a :class:`UserError` with the fix.
@@ -103,11 +176,29 @@ class RunLog:
         if overwrite and not resume:
             (path / "metrics.jsonl").unlink(missing_ok=True)
             shutil.rmtree(path / "tensorboard", ignore_errors=True)
+        if resume and resume_state is not None:
+            _rewind_logs(path, resume_state)
         resolved = config_dict(dict(config) if isinstance(config, Mapping) else (config or {}))
         # W&B first: if it fails, the folder must not already look like a run.
         wandb_run = init_wandb(config=resolved, **wandb) if wandb is not None else None
         atomic_write_json(path / "config.json", resolved)
-        return cls(path, tensorboard=tensorboard, quiet=quiet, wandb_run=wandb_run)
+        elapsed = float(resume_state.get("elapsed", 0.0)) if resume and resume_state else 0.0
+        return cls(path, tensorboard=tensorboard, quiet=quiet, wandb_run=wandb_run, elapsed=elapsed)
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Flush the logs and say how far they go, for a checkpoint written right after."""
+        self._metrics.flush()
+        os.fsync(self._metrics.fileno())
+        state: dict[str, Any] = {
+            "metrics_bytes": self._metrics.tell(),
+            "elapsed": time.time() - self._start,
+        }
+        if self._tb is not None:
+            self._tb.flush()
+            state["tensorboard_file"] = self._tb.path.name
+            state["tensorboard_bytes"] = self._tb.path.stat().st_size
+            state["tensorboard_earlier"] = list(self._tb_earlier)
+        return state
 
     def log(self, metrics: Mapping[str, Any], step: int | None = None, *, prefix: str = "") -> None:
         """Append one JSON line (``step``, ``time`` and the metrics) and write TensorBoard scalars."""
@@ -154,6 +245,26 @@ class RunLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: The ``resume_state`` of a run resumed before its first checkpoint: nothing kept.
+EMPTY_STATE: dict[str, Any] = {"metrics_bytes": 0}
+
+
+def _rewind_logs(path: Path, state: Mapping[str, Any]) -> None:
+    """Cut ``metrics.jsonl`` and TensorBoard back to what ``state`` recorded."""
+    _truncate(path / "metrics.jsonl", int(state.get("metrics_bytes", 0)))
+    tb_dir = path / "tensorboard"
+    kept = state.get("tensorboard_file")
+    earlier = set(state.get("tensorboard_earlier", ()))
+    if tb_dir.is_dir():
+        for events in tb_dir.glob("events.out.tfevents.*"):
+            # Earlier resumes' files are complete; the checkpointed file is cut back; any other
+            # file was started after the checkpoint and holds only what will be redone.
+            if events.name == kept:
+                _truncate(events, int(state["tensorboard_bytes"]))
+            elif events.name not in earlier:
+                events.unlink()
 
 
 def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

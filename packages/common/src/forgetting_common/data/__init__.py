@@ -8,7 +8,7 @@ from forgetting_common.data.cifar import load_cifar, load_cifar_pickles, load_im
 from forgetting_common.data.digits import load_digits
 from forgetting_common.data.folders import image_folder_split
 from forgetting_common.data.mnist import load_emnist, load_mnist, permute_pixels, pixel_permutation
-from forgetting_common.data.roots import DATA_ENV, DatasetError, resolve_root
+from forgetting_common.data.roots import DATA_ENV, DatasetError, download_guard, resolve_root
 from forgetting_common.data.tensors import ImageTensors, augment_batch, index_batches, normalize
 from forgetting_common.data.text import Corpus, Dictionary, batchify
 
@@ -19,6 +19,7 @@ __all__ = [
     "Dictionary",
     "ImageTensors",
     "augment_batch",
+    "download_guard",
     "batchify",
     "image_folder_split",
     "index_batches",

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import pickle
 import zipfile
 from pathlib import Path
 
@@ -26,8 +25,11 @@ import numpy as np
 import torch
 
 from forgetting_common.data.roots import DatasetError, missing
+from forgetting_common.errors import UserError
+from forgetting_common.safeload import load_pickle
 
 CIFAR_DIRS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 JPEG_ZIPS = {"cifar10": ("cifar10-jpeg", "cifar10-jpeg.zip")}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
 
@@ -51,14 +53,12 @@ def load_cifar_pickles(
     images, labels = [], []
     try:
         for f in files:
-            with open(base / f, "rb") as handle:
-                entry = pickle.load(handle, encoding="latin1")
+            entry = load_pickle(base / f, encoding="latin1", what=f"{name.upper()} batch")
             images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             labels.extend(entry[label_key])
-        with open(base / meta_file, "rb") as handle:
-            classes = list(pickle.load(handle, encoding="latin1")[meta_key])
-    except (KeyError, ValueError, pickle.UnpicklingError, EOFError) as err:
-        raise DatasetError(f"{name.upper()} at {base} is malformed ({err!r}); expected {layout}") from err
+        classes = list(load_pickle(base / meta_file, encoding="latin1", what=f"{name.upper()} metadata")[meta_key])
+    except (KeyError, ValueError, TypeError, UserError) as err:
+        raise DatasetError(f"{name.upper()} at {base} is malformed ({err}); expected {layout}") from err
     return (
         torch.from_numpy(np.concatenate(images)),
         torch.tensor(labels, dtype=torch.int64),
@@ -71,19 +71,74 @@ def _cache_dir() -> Path:
     return Path(base) / "forgetting"
 
 
-def _decode(data: bytes) -> np.ndarray:
+def _decode(data: bytes, where: str) -> np.ndarray:
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError) as err:  # PIL's errors for broken files
+        raise DatasetError(f"image {where} cannot be decoded ({err}); replace or remove it") from err
+
+
+def _check_classes(
+    found: dict[str, int], where: str, layout: str, expected: list[str] | None
+) -> list[str]:
+    """Sorted class names; every class folder must hold images and match ``expected``.
+
+    An empty class folder would otherwise vanish from the class list and shift every later
+    label by one, silently.
+    """
+    empty = sorted(name for name, count in found.items() if count == 0)
+    if empty:
+        raise DatasetError(f"class folder {where}/{empty[0]} holds no images; expected {layout}")
+    classes = sorted(found)
+    if expected is not None and classes != sorted(expected):
+        lacking = sorted(set(expected) - set(classes))
+        extra = sorted(set(classes) - set(expected))
+        if lacking:
+            raise DatasetError(
+                f"class folder {where}/{lacking[0]} is missing ({len(classes)} of {len(expected)} classes found); "
+                f"expected {layout} with classes {', '.join(sorted(expected))}"
+            )
+        raise DatasetError(
+            f"{where} has class folders {', '.join(extra[:3])} that are not classes of this dataset "
+            f"(expected {', '.join(sorted(expected))})"
+        )
+    return classes
+
+
+def class_folders(source: str | Path, split: str) -> list[str] | None:
+    """The class folder names under ``split/`` of a folder or zip (None if the split is absent)."""
+    source = Path(source)
+    if source.is_file():
+        with zipfile.ZipFile(source) as archive:
+            names = set()
+            for member in archive.namelist():
+                parts = member.strip("/").split("/")
+                if len(parts) >= 2 and parts[-2] == split and member.endswith("/"):
+                    names.add(parts[-1])
+                elif len(parts) >= 3 and parts[-3] == split:
+                    names.add(parts[-2])
+        return sorted(names) or None
+    split_dir = source / split
+    if not split_dir.is_dir():
+        return None
+    return sorted(p.name for p in split_dir.iterdir() if p.is_dir())
 
 
 def load_image_zip_or_folder(
-    source: str | Path, split: str, cache: bool = True, flag: str = "--data_dir"
+    source: str | Path,
+    split: str,
+    cache: bool = True,
+    flag: str = "--data_dir",
+    classes: list[str] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Images of ``<split>/<class>/*`` from a folder or a zip, as uint8 ``[N, C, H, W]``.
 
-    All images must share one size. Classes are the sorted folder names of the split.
+    All images must share one size. Classes are the sorted folder names of the split; every
+    class folder must hold at least one image, and with ``classes`` given the folders must be
+    exactly those classes (a missing, empty or extra class folder is an error naming it).
     """
     source = Path(source)
     layout = f"{split}/<class>/*.jpg class folders (in a folder or a .zip)"
@@ -94,37 +149,48 @@ def load_image_zip_or_folder(
     cached = _cache_dir() / f"images-{key}.npz"
     if cache and source.is_file() and cached.is_file():
         with np.load(cached, allow_pickle=False) as npz:
-            return (torch.from_numpy(npz["images"]), torch.from_numpy(npz["labels"]), list(npz["classes"]))
+            names = [str(c) for c in npz["classes"]]
+            if classes is None or names == sorted(classes):
+                return (torch.from_numpy(npz["images"]), torch.from_numpy(npz["labels"]), names)
 
     entries: list[tuple[str, str]] = []  # (class, member/file path)
     if source.is_file():
         if not zipfile.is_zipfile(source):
             raise DatasetError(f"{source} is not a zip file; expected {layout}")
         with zipfile.ZipFile(source) as archive:
+            found: dict[str, int] = {}
             for member in archive.namelist():
                 parts = member.strip("/").split("/")
                 # Accept an optional top folder inside the zip: [top/]split/class/file.
-                if len(parts) >= 3 and parts[-3] == split and parts[-1].lower().endswith(IMAGE_SUFFIXES):
+                if member.endswith("/") and len(parts) >= 2 and parts[-2] == split:
+                    found.setdefault(parts[-1], 0)  # a class folder entry, images or not
+                elif len(parts) >= 3 and parts[-3] == split and parts[-1].lower().endswith(IMAGE_SUFFIXES):
                     entries.append((parts[-2], member))
+                    found[parts[-2]] = found.get(parts[-2], 0) + 1
             entries.sort()
             if not entries:
                 raise DatasetError(f"{source} holds no images under {split}/<class>/; expected {layout}")
-            arrays = [_decode(archive.read(member)) for _, member in entries]
+            found_classes = _check_classes(found, f"{source}:{split}", layout, classes)
+            arrays = [_decode(archive.read(member), f"{source}:{member}") for _, member in entries]
     else:
         split_dir = source / split
         if not split_dir.is_dir():
             raise missing(f"image set '{split}'", split_dir, layout, flag)
+        found = {}
         for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+            found[class_dir.name] = 0
             for f in sorted(class_dir.iterdir()):
                 if f.suffix.lower() in IMAGE_SUFFIXES:
                     entries.append((class_dir.name, str(f)))
+                    found[class_dir.name] += 1
         if not entries:
             raise DatasetError(f"{split_dir} holds no images; expected {layout}")
-        arrays = [_decode(Path(path).read_bytes()) for _, path in entries]
+        found_classes = _check_classes(found, str(split_dir), layout, classes)
+        arrays = [_decode(Path(path).read_bytes(), path) for _, path in entries]
     shapes = {a.shape for a in arrays}
     if len(shapes) != 1:
         raise DatasetError(f"images in {source} ({split}) differ in size: {sorted(shapes)[:3]} …")
-    classes = sorted({c for c, _ in entries})
+    classes = found_classes
     index = {c: i for i, c in enumerate(classes)}
     images = np.ascontiguousarray(np.stack(arrays).transpose(0, 3, 1, 2))
     labels = np.array([index[c] for c, _ in entries], dtype=np.int64)
@@ -172,10 +238,20 @@ def load_cifar(
     if root.is_file():
         candidates.insert(0, root)
     for candidate in candidates:
-        if candidate.is_file() and zipfile.is_zipfile(candidate):
-            return load_image_zip_or_folder(candidate, split, cache=cache, flag=flag)
-        if candidate.is_dir() and (candidate / split).is_dir():
-            return load_image_zip_or_folder(candidate, split, cache=cache, flag=flag)
+        if (candidate.is_file() and zipfile.is_zipfile(candidate)) or (
+            candidate.is_dir() and (candidate / split).is_dir()
+        ):
+            # The test split's classes must be the training split's, or labels mean other things.
+            expected = None if train else class_folders(candidate, "train")
+            images, labels, classes = load_image_zip_or_folder(
+                candidate, split, cache=cache, flag=flag, classes=expected
+            )
+            if len(classes) != NUM_CLASSES[name]:
+                raise DatasetError(
+                    f"{candidate} has {len(classes)} class folders under {split}/ but {name.upper()} has "
+                    f"{NUM_CLASSES[name]}; expected {split}/<class>/*.jpg for every class"
+                )
+            return images, labels, classes
     expected = f"ROOT/{CIFAR_DIRS[name]}/ (torchvision pickles)"
     if name in JPEG_ZIPS:
         expected += f" or ROOT/{'/'.join(JPEG_ZIPS[name])} or ROOT/{JPEG_ZIPS[name][0]}/{{train,test}}/<class>/*.jpg"

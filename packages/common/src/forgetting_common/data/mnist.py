@@ -2,15 +2,47 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
 
-from forgetting_common.data.roots import DatasetError, missing
+from forgetting_common.data.roots import DatasetError, download_guard, missing
+
+
+_IDX_ITEM_BYTES = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}
+
+
+def check_idx_file(path: Path) -> None:
+    """Stop with one line if an IDX file is shorter or longer than its own header says.
+
+    torchvision would otherwise fail inside ``torch.frombuffer`` with an error that reads like
+    a missing dataset.
+    """
+    if not path.is_file():
+        return  # absence is reported by the caller as "not found"
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        header = handle.read(4)
+        if len(header) < 4 or header[0] != 0 or header[1] != 0 or header[2] not in _IDX_ITEM_BYTES:
+            raise DatasetError(f"{path} is not an IDX file (bad magic number); it may be corrupt")
+        ndim = header[3]
+        dims_raw = handle.read(4 * ndim)
+    if len(dims_raw) < 4 * ndim:
+        raise DatasetError(f"{path} is truncated: {size} bytes, shorter than its own header")
+    dims = [int.from_bytes(dims_raw[4 * i : 4 * i + 4], "big") for i in range(ndim)]
+    expected = 4 + 4 * ndim + _IDX_ITEM_BYTES[header[2]] * math.prod(dims)
+    if size < expected:
+        raise DatasetError(f"{path} is truncated: {size} bytes, expected {expected} for shape {dims}")
+    if size > expected:
+        raise DatasetError(f"{path} has {size} bytes, more than the {expected} its header {dims} says")
 
 
 def _wrap_torchvision(what: str, root: Path, layout: str, flag: str, build, download: bool = False):
     try:
+        if download:
+            with download_guard(root.parent.parent):  # ROOT, given ROOT/<set>/raw
+                return build()
         return build()
     except Exception as err:
         if download:
@@ -33,6 +65,9 @@ def load_mnist(
 
     root = Path(root)
     layout = "torchvision's ROOT/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte"
+    prefix = "train" if train else "t10k"
+    for kind in ("images-idx3", "labels-idx1"):
+        check_idx_file(root / "MNIST" / "raw" / f"{prefix}-{kind}-ubyte")
     ds = _wrap_torchvision(
         "MNIST", root / "MNIST" / "raw", layout, flag,
         lambda: MNIST(str(root), train=train, download=download), download,
@@ -52,6 +87,8 @@ def load_emnist(
 
     root = Path(root)
     layout = f"torchvision's ROOT/EMNIST/raw/emnist-{split}-{{train,test}}-{{images-idx3,labels-idx1}}-ubyte"
+    for kind in ("images-idx3", "labels-idx1"):
+        check_idx_file(root / "EMNIST" / "raw" / f"emnist-{split}-{'train' if train else 'test'}-{kind}-ubyte")
     ds = _wrap_torchvision(
         "EMNIST", root / "EMNIST" / "raw", layout, flag,
         lambda: EMNIST(str(root), split=split, train=train, download=download), download,
