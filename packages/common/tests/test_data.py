@@ -179,3 +179,65 @@ def test_real_jpeg_cifar10():
 def test_real_ptb():
     corpus = D.Corpus(Path(REAL) / "ptb")
     assert len(corpus.dictionary) == 10000 and corpus.train.numel() == 929589
+
+
+def test_truncated_idx_file_is_reported_as_truncated(tmp_path):
+    fake.write_mnist(tmp_path, n_train=20, n_test=10)
+    images = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:-100])
+    with pytest.raises(DatasetError, match=r"train-images-idx3-ubyte is truncated: \d+ bytes, expected \d+"):
+        D.load_mnist(tmp_path, train=True)
+    assert D.load_mnist(tmp_path, train=False)[0].shape == (10, 28, 28)
+
+
+@pytest.mark.parametrize("damage", ["empty class", "missing class", "test differs"])
+def test_jpeg_cifar_class_folders_are_checked(tmp_path, damage):
+    root = tmp_path / "cifar10-jpeg"
+    fake.write_image_folder(root, classes=10, per_class=2, splits=("train", "test"), size=32, fmt="jpg")
+    victim = root / ("test" if damage == "test differs" else "train") / "class003"
+    for f in victim.iterdir():
+        f.unlink()
+    if damage == "missing class":
+        victim.rmdir()
+    if damage == "test differs":
+        victim.rename(victim.with_name("class999"))
+        fake.write_image_folder(tmp_path / "other", classes=1, per_class=1, splits=("test",), size=32, fmt="jpg")
+        for f in (tmp_path / "other" / "test" / "class000").iterdir():
+            f.rename(victim.with_name("class999") / f.name)
+    train = damage != "test differs"
+    with pytest.raises(DatasetError) as err:
+        D.load_cifar(tmp_path, "cifar10", train=train, cache=False)
+    message = str(err.value)
+    if damage == "empty class":
+        assert "class003 holds no images" in message
+    elif damage == "missing class":
+        assert "9 class folders" in message
+    else:
+        assert "class003" in message or "class999" in message
+
+
+def test_corrupt_jpeg_names_the_file(tmp_path):
+    root = tmp_path / "cifar10-jpeg"
+    fake.write_image_folder(root, classes=10, per_class=1, splits=("train",), size=32, fmt="jpg")
+    broken = sorted((root / "train" / "class002").iterdir())[0]
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(DatasetError, match=rf"image {broken} cannot be decoded"):
+        D.load_cifar(tmp_path, "cifar10", train=True, cache=False)
+
+
+def test_failed_download_leaves_no_empty_folders(tmp_path):
+    root = tmp_path / "new" / "data"
+    with pytest.raises(RuntimeError):
+        with D.download_guard(root):
+            (root / "MNIST" / "raw").mkdir(parents=True)
+            (root / "MNIST" / "raw" / "part.gz").write_bytes(b"half")
+            raise RuntimeError("host unreachable")
+    assert not (tmp_path / "new").exists()
+    keep = tmp_path / "mine"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("x")
+    with pytest.raises(RuntimeError):
+        with D.download_guard(keep):
+            (keep / "MNIST").mkdir()
+            raise RuntimeError("host unreachable")
+    assert sorted(p.name for p in keep.iterdir()) == ["notes.txt"]

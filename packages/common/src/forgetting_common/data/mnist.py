@@ -9,7 +9,6 @@ import torch
 
 from forgetting_common.data.roots import DatasetError, download_guard, missing
 
-
 _IDX_ITEM_BYTES = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}
 
 

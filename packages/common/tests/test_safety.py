@@ -1,0 +1,188 @@
+"""Hostile files, file modes, one-line failures and resumable logs (issue 13's shared pieces)."""
+
+import errno
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+from forgetting_common import testing
+from forgetting_common.atomic import atomic_torch_save, atomic_write_json
+from forgetting_common.errors import UserError, run_main
+from forgetting_common.runlog import EMPTY_STATE, RunLog, read_metrics
+from forgetting_common.safeload import load_checkpoint, load_pickle
+from forgetting_common.seeding import get_rng_state, set_rng_state
+
+
+class _RunsCode:
+    """Unpickling this calls a function named by the file: what an attacker's pickle does."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def test_data_pickles_of_every_protocol_load(tmp_path):
+    obj = {
+        "forgetting counts": [np.arange(5, dtype=np.int64), np.float64(2.5)],
+        "plain": (1, 2.0, "x", b"y", None, True, 2**80),
+        "set": {1, 2},
+        "ordered": OrderedDict(w=np.zeros((2, 3), np.float32)),
+    }
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        path = tmp_path / f"p{protocol}.pkl"
+        path.write_bytes(pickle.dumps(obj, protocol=protocol))
+        out = load_pickle(path)
+        assert np.array_equal(out["forgetting counts"][0], np.arange(5))
+        assert out["plain"][-1] == 2**80 and out["set"] == {1, 2}
+        assert out["ordered"]["w"].dtype == np.float32
+
+
+def test_a_pickle_that_runs_code_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "sorting.pkl"
+    path.write_bytes(pickle.dumps({"indices": _RunsCode(str(marker))}))
+    with pytest.raises(UserError, match=r"sorting.pkl is refused: it asks for posix.mkdir"):
+        load_pickle(path)
+    assert not marker.exists()
+
+
+def test_a_checkpoint_that_runs_code_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "ckpt.pt"
+    torch.save({"model": {"w": torch.ones(2)}, "extra": _RunsCode(str(marker))}, path)
+    with pytest.raises(UserError, match=r"ckpt.pt is refused: .*posix.mkdir.*could run code"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "missing", "folder"])
+def test_broken_checkpoints_are_one_line(tmp_path, damage):
+    path = tmp_path / "ckpt.pt"
+    torch.save({"w": torch.ones(1000)}, path)
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:500])
+    elif damage == "garbage":
+        path.write_bytes(b"\x00" * 64)
+    elif damage == "missing":
+        path.unlink()
+    else:
+        path.unlink()
+        path.mkdir()
+    with pytest.raises(UserError) as err:
+        load_checkpoint(path)
+    assert "\n" not in str(err.value).strip() or damage in ("truncate", "garbage")
+    assert str(path) in str(err.value)
+
+
+def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
+    import random
+
+    state = get_rng_state()
+    expected = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    atomic_torch_save({"rng": state}, tmp_path / "c.pt")
+    set_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"])
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected
+
+
+def test_atomic_files_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "a.json", {"k": 1})
+        atomic_torch_save({"w": 1}, tmp_path / "b.pt")
+        os.umask(0o027)
+        atomic_write_json(tmp_path / "c.json", {"k": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.pt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "c.json").stat().st_mode & 0o777 == 0o640
+
+
+@pytest.mark.parametrize("code, words", [(errno.EROFS, "Read-only file system"), (errno.ENOSPC, "No space left")])
+def test_environment_os_errors_are_one_line(capsys, code, words):
+    def main():
+        raise OSError(code, os.strerror(code), "/runs/exp1/config.json")
+
+    with pytest.raises(SystemExit) as stop:
+        run_main(main, prog="script.py")
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("script.py: error: /runs/exp1/config.json:")
+    assert words in err
+
+
+def test_sigterm_behaves_like_ctrl_c_and_exits_143(tmp_path):
+    script = tmp_path / "loop.py"
+    script.write_text(textwrap.dedent(f"""
+        import pathlib, time
+        from forgetting_common.errors import run_main
+        def main():
+            try:
+                pathlib.Path({str(tmp_path / 'started')!r}).touch()
+                while True:
+                    time.sleep(0.01)
+            except KeyboardInterrupt:
+                pathlib.Path({str(tmp_path / 'checkpoint')!r}).touch()
+                raise
+        run_main(main, prog="loop.py")
+    """))
+    code = testing.run_until_then_kill([str(script)], testing.exists(tmp_path / "started"), sig=signal.SIGTERM)
+    assert code == 143
+    assert (tmp_path / "checkpoint").exists()
+
+
+def _log_steps(log, steps):
+    for step in steps:
+        log.log({"loss": 1.0 / (step + 1)}, step=step)
+        log.tensorboard.add_scalar("train/loss", 1.0 / (step + 1), step)
+
+
+def test_resume_cuts_metrics_and_tensorboard_back_to_the_checkpoint(tmp_path):
+    straight = tmp_path / "straight"
+    with RunLog.create(straight, {"a": 1}) as log:
+        _log_steps(log, range(6))
+
+    run = tmp_path / "run"
+    log = RunLog.create(run, {"a": 1})
+    _log_steps(log, range(3))
+    state = log.checkpoint_state()
+    _log_steps(log, range(3, 5))  # logged after the checkpoint, then the process dies
+    log._metrics.flush()
+    log.tensorboard.flush()
+    # (no close: a killed process closes nothing)
+    resumed = RunLog.create(run, {"a": 1}, resume=True, resume_state=state)
+    _log_steps(resumed, range(3, 6))
+    resumed.close()
+
+    assert testing.metrics_rows_without_time(run) == testing.metrics_rows_without_time(straight)
+    assert testing.tensorboard_scalars(run / "tensorboard") == testing.tensorboard_scalars(straight / "tensorboard")
+    assert [r["step"] for r in read_metrics(run)] == list(range(6))
+
+
+def test_resume_before_any_checkpoint_starts_the_logs_over(tmp_path):
+    run = tmp_path / "run"
+    log = RunLog.create(run, {"a": 1})
+    _log_steps(log, range(2))
+    log.close()
+    again = RunLog.create(run, {"a": 1}, resume=True, resume_state=EMPTY_STATE)
+    _log_steps(again, range(1))
+    again.close()
+    assert [r["step"] for r in read_metrics(run)] == [0]
+    assert testing.tensorboard_scalars(run / "tensorboard") == [("loss", 0, 1.0), ("train/loss", 0, 1.0)]
+
+
+def test_a_killed_process_can_be_detected_by_the_kill_helper(tmp_path):
+    script = tmp_path / "fast.py"
+    script.write_text("print('done')\n")
+    with pytest.raises(AssertionError, match="ended"):
+        testing.run_until_then_kill([str(script)], testing.exists(tmp_path / "never"), timeout=20)
+    assert subprocess.run([sys.executable, str(script)], capture_output=True).returncode == 0
