@@ -3,6 +3,9 @@
 Modules, each small and independent of the paper packages:
 
 - :mod:`forgetting_common.errors`: :class:`UserError` and :func:`run_main`, the one-line-error exit.
+- :mod:`forgetting_common.safeload`: checkpoints and data pickles loaded without running code.
+- :mod:`forgetting_common.atomic`: write-then-rename files.
+- :mod:`forgetting_common.testing`: kill-and-resume helpers for the packages' tests.
 - :mod:`forgetting_common.device`: ``auto``/``cpu``/``cuda``/``cuda:N``/``mps`` resolution.
 - :mod:`forgetting_common.seeding`: seed everything, named generators, RNG state save/restore.
 - :mod:`forgetting_common.cli`: original-style argparse quirks and the shared extension flags.
