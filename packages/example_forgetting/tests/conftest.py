@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 import torch
 from example_forgetting import models, train
 from example_forgetting.cli import cifar_main, mnist_main, order_main
+from forgetting_common.safeload import load_pickle as safe_load_pickle
 
 torch.set_num_threads(1)
 
@@ -74,8 +74,8 @@ def narrow(monkeypatch):
 
 
 def load_pickle(path):
-    with open(path, "rb") as handle:
-        return pickle.load(handle)
+    """Our outputs must load with the restricted loader the order script uses."""
+    return safe_load_pickle(path)
 
 
 @pytest.fixture(scope="session")

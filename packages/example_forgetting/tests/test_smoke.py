@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import json
-import pickle
 
 import numpy as np
 import pytest
 from example_forgetting.cli import cifar_main, mnist_main, order_main
 from example_forgetting.data import synthetic
 from example_forgetting.naming import STATS_SUFFIX
+from forgetting_common.safeload import load_pickle as safe_load_pickle
 
 SMOKE = ["--data_source", "synthetic", "--train_limit", "64", "--test_limit", "32", "--quiet",
          "--device", "cpu", "--no_tensorboard"]
 
 
 def load_pickle(path):
-    with open(path, "rb") as handle:
-        return pickle.load(handle)
+    """Our outputs must load with the restricted loader the order script uses."""
+    return safe_load_pickle(path)
 
 
 MNIST_NAME = "dataset_mnist__no_dropout_True__seed_1__sorting_file_none__remove_n_0__keep_lowest_n_0"

@@ -5,15 +5,35 @@ shared extension flags (``--device``, ``--print_config``, ``--quiet``, ``--data_
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from forgetting_common.atomic import atomic_pickle_dump
-from forgetting_common.cli import OneLineErrorParser, add_common_flags, maybe_print_config
+from forgetting_common.cli import (
+    OneLineErrorParser,
+    add_common_flags,
+    maybe_print_config,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+)
 from forgetting_common.errors import UserError
+from forgetting_common.runlog import progress
 
 from example_forgetting import data as D
+
+
+def finite_float(value: str) -> float:
+    """An argparse type for any finite number (nan and inf are refused)."""
+    try:
+        number = float(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {value!r}") from err
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {value!r}")
+    return number
 
 
 def _extension_flags(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +46,11 @@ def _extension_flags(parser: argparse.ArgumentParser) -> None:
                         help="never try a torchvision download when the data is absent")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the outputs of an earlier run with the same file name")
-    parser.add_argument("--test_batch_size", type=int, default=32,
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run of this configuration from its checkpoint "
+                             "(OUTPUT_DIR/runs/<save_fname>/checkpoint.pt, written every epoch and on "
+                             "Ctrl-C/SIGTERM); starts from the beginning if there is none")
+    parser.add_argument("--test_batch_size", type=positive_int, default=32,
                         help="evaluation batch size (the original's hard-coded 32)")
     parser.add_argument("--no_tensorboard", action="store_true", help="no TensorBoard event files")
 
@@ -35,15 +59,15 @@ def mnist_parser() -> argparse.ArgumentParser:
     p = OneLineErrorParser(prog="run_mnist.py", description="training MNIST")
     p.add_argument("--dataset", default="mnist", choices=("mnist", "permuted_mnist"),
                    help="dataset to use, can be mnist or permuted_mnist")
-    p.add_argument("--batch_size", type=int, default=64, metavar="N")
-    p.add_argument("--epochs", type=int, default=200, metavar="N")
-    p.add_argument("--lr", type=float, default=0.01, metavar="LR")
-    p.add_argument("--momentum", type=float, default=0.5, metavar="M")
+    p.add_argument("--batch_size", type=positive_int, default=64, metavar="N")
+    p.add_argument("--epochs", type=positive_int, default=200, metavar="N")
+    p.add_argument("--lr", type=non_negative_float, default=0.01, metavar="LR")
+    p.add_argument("--momentum", type=non_negative_float, default=0.5, metavar="M")
     p.add_argument("--no_cuda", action="store_true", default=False, help="disables CUDA training")
     p.add_argument("--seed", type=int, default=1, metavar="S")
     p.add_argument("--sorting_file", default="none",
                    help='name of the sorted-order file in --input_dir (default "none": no removal)')
-    p.add_argument("--remove_n", type=int, default=0, help="number of sorted examples to remove")
+    p.add_argument("--remove_n", type=non_negative_int, default=0, help="number of sorted examples to remove")
     p.add_argument("--keep_lowest_n", type=int, default=0,
                    help="start rank of the removal; a negative number removes a random draw")
     p.add_argument("--no_dropout", action="store_true", default=False, help="remove dropout")
@@ -60,32 +84,32 @@ def cifar_parser() -> argparse.ArgumentParser:
     p = OneLineErrorParser(prog="run_cifar.py", description="CNN")
     p.add_argument("--dataset", default="cifar10", choices=("cifar10", "cifar100"))
     p.add_argument("--model", default="resnet18", choices=("resnet18", "wideresnet"))
-    p.add_argument("--batch_size", type=int, default=128)
-    p.add_argument("--epochs", type=int, default=200)
-    p.add_argument("--learning_rate", type=float, default=0.1)
+    p.add_argument("--batch_size", type=positive_int, default=128)
+    p.add_argument("--epochs", type=positive_int, default=200)
+    p.add_argument("--learning_rate", type=non_negative_float, default=0.1)
     p.add_argument("--data_augmentation", action="store_true", default=False,
                    help="augment data by flipping and cropping")
     p.add_argument("--cutout", action="store_true", default=False, help="apply cutout")
-    p.add_argument("--n_holes", type=int, default=1, help="number of holes to cut out from image")
-    p.add_argument("--length", type=int, default=16, help="length of the holes")
+    p.add_argument("--n_holes", type=non_negative_int, default=1, help="number of holes to cut out from image")
+    p.add_argument("--length", type=non_negative_int, default=16, help="length of the holes")
     p.add_argument("--no-cuda", dest="no_cuda", action="store_true", default=False,
                    help="disables CUDA training (a no-op in the original; here it forces the CPU)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--sorting_file", default="none")
-    p.add_argument("--remove_n", type=int, default=0)
+    p.add_argument("--remove_n", type=non_negative_int, default=0)
     p.add_argument("--keep_lowest_n", type=int, default=0)
-    p.add_argument("--remove_subsample", type=int, default=0)
+    p.add_argument("--remove_subsample", type=non_negative_int, default=0)
     p.add_argument("--noise_percent_labels", type=int, default=0)
     p.add_argument("--noise_percent_pixels", type=int, default=0)
     # The default is the int 0 (argparse leaves non-string defaults alone), so default runs are
     # named ..._noise_std_pixels_0 and given values print as floats (1 -> 1.0), as in the original.
-    p.add_argument("--noise_std_pixels", type=float, default=0)
+    p.add_argument("--noise_std_pixels", type=non_negative_float, default=0)
     p.add_argument("--optimizer", default="sgd", choices=("sgd", "adam"))
     p.add_argument("--input_dir", default="cifar10_results/")
     p.add_argument("--output_dir", required=True)
     p.add_argument("--fix_lr_offbyone", action="store_true",
                    help="decay the LR at epochs 60/120/160 instead of the original's 61/121/161")
-    p.add_argument("--pixel_noise_mean", type=float, default=120.0,
+    p.add_argument("--pixel_noise_mean", type=finite_float, default=120.0,
                    help="mean of the pixel noise (the original's hard-coded 120)")
     p.add_argument("--pixel_noise_clip", action="store_true",
                    help="clip noisy pixels to 0..255 instead of the original's uint8 wrap-around")
@@ -128,13 +152,13 @@ def order_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", type=str, required=True)
     p.add_argument("--output_name", "--output_fname", dest="output_name", type=str, required=True,
                    help=".pkl is appended unless present (--output_fname, as the README spells it, is an alias)")
-    p.add_argument("--epochs", type=int, default=200,
+    p.add_argument("--epochs", type=positive_int, default=200,
                    help="presentations considered per run; also the count of a never-learned example")
     p.add_argument("--tie_seed", type=int, default=0, help="seed of the random tie-break among equal counts")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--print_config", action="store_true",
                    help="print the resolved configuration as one JSON object and exit (reads and writes nothing)")
-    p.add_argument("--quiet", action="store_true", help="do not list every skipped file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no list of skipped files")
     return p
 
 
@@ -164,6 +188,7 @@ def order_main(argv: Sequence[str] | None = None):
         raise UserError(f"{target} already exists; pass --overwrite to replace it or choose another --output_name")
     if not Path(args.input_dir).is_dir():
         raise UserError(f"--input_dir {args.input_dir} is not a folder")
+    print(f"output: {target}", flush=True)
     print(vars(args))
     included, skipped = find_stats_files(args.input_dir, pairs)
     if not args.quiet:
@@ -172,6 +197,7 @@ def order_main(argv: Sequence[str] | None = None):
     runs = []
     for path in included:
         print(f"including file: {path.name}")
+    for path in progress(included, quiet=args.quiet, desc="counting", unit="file"):
         runs.append(run_forgetting(load_stats(path), args.epochs, source=str(path)))
     if not runs:
         raise UserError(f"No input files found in {args.input_dir} that match {pairs}")

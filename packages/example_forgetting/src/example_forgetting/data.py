@@ -15,7 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from forgetting_common.data import DatasetError, load_cifar, load_mnist, resolve_root
+from forgetting_common.data import (
+    DatasetError,
+    download_guard,
+    load_cifar,
+    load_mnist,
+    resolve_root,
+)
 from forgetting_common.data.fake import class_patterned_images
 from forgetting_common.errors import UserError
 
@@ -67,21 +73,59 @@ def synthetic(dataset: str, train_limit: int | None, test_limit: int | None) -> 
 
 
 def load_real(dataset: str, root: Path, download: bool = True) -> tuple[Split, Split]:
-    """MNIST from ``ROOT/MNIST/raw`` or CIFAR from its pickles / the JPEG CIFAR-10 zip.
+    """MNIST from ``ROOT/MNIST/raw`` or CIFAR from its pickles / the JPEG CIFAR-10 layouts.
 
-    Where the data is absent, a torchvision download is tried (the originals downloaded);
-    a failure names the expected layout and the flag.
+    Where the data is absent, a torchvision download is tried (the originals downloaded); a
+    failed download leaves nothing behind and the error names the expected layout and the flag.
+    Data that is present but broken (a truncated IDX file, an empty class folder, a corrupt
+    image) is reported as such, never answered with a download.
     """
     try:
-        return _load_real(dataset, root)
+        train, test = _load_real(dataset, root)
     except DatasetError as missing_err:
-        if not download:
+        if not download or data_present(dataset, root):
             raise
-        try:
-            _download(dataset, root)
-        except Exception as err:  # noqa: BLE001 - any download failure becomes one line
-            raise DatasetError(f"{missing_err} (a download into {root} was tried and failed: {err})") from err
-        return _load_real(dataset, root)
+        with download_guard(root):
+            try:
+                _download(dataset, root)
+            except Exception as err:  # noqa: BLE001 - any download failure becomes one line
+                raise DatasetError(f"{missing_err} (a download into {root} was tried and failed: {err})") from err
+        train, test = _load_real(dataset, root)
+    for split, what in ((train, "training"), (test, "test")):
+        check_split(split, dataset, root, what)
+    return train, test
+
+
+def data_present(dataset: str, root: Path) -> bool:
+    """Whether any of the dataset's files or folders are under ``root`` (then never download)."""
+    if "mnist" in dataset:
+        raw = root / "MNIST" / "raw"
+        return raw.is_dir() and any(raw.iterdir())
+    candidates = [root / ("cifar-10-batches-py" if dataset == "cifar10" else "cifar-100-python")]
+    if dataset == "cifar10":
+        candidates += [root / "cifar10-jpeg", root / "cifar10-jpeg.zip", root / "train", root / "test"]
+    return any(c.exists() for c in candidates)
+
+
+def check_split(split: Split, dataset: str, root: Path, what: str) -> None:
+    """Shapes and label range of a loaded split: a wrong file must not train on garbage."""
+    shape = (1, 28, 28) if "mnist" in dataset else (3, 32, 32)
+    if tuple(split.images.shape[1:]) != shape:
+        raise DatasetError(
+            f"{dataset} {what} images under {root} have shape {tuple(split.images.shape[1:])}, "
+            f"expected {shape}; is --data_root pointing at another dataset?"
+        )
+    if split.images.shape[0] != split.labels.shape[0]:
+        raise DatasetError(
+            f"{dataset} {what} data under {root} has {split.images.shape[0]} images but "
+            f"{split.labels.shape[0]} labels"
+        )
+    classes = NUM_CLASSES[dataset]
+    if len(split) and (int(split.labels.min()) < 0 or int(split.labels.max()) >= classes):
+        raise DatasetError(
+            f"{dataset} {what} labels under {root} range over {int(split.labels.min())}.."
+            f"{int(split.labels.max())}, but {dataset} has classes 0..{classes - 1}"
+        )
 
 
 def _load_real(dataset: str, root: Path) -> tuple[Split, Split]:
@@ -89,12 +133,11 @@ def _load_real(dataset: str, root: Path) -> tuple[Split, Split]:
         parts = [load_mnist(root, train=t, download=False, flag="--data_root") for t in (True, False)]
         return tuple(Split(x.unsqueeze(1).contiguous(), y) for x, y in parts)  # type: ignore[return-value]
     jpeg = dataset == "cifar10" and not (root / "cifar-10-batches-py").is_dir()
-    if jpeg:
-        print(f"note: no CIFAR-10 pickles under {root}; reading the JPEG CIFAR-10 layout if present "
-              "(results on it are JPEG CIFAR-10, not the original pixels)", file=sys.stderr)
     parts = [load_cifar(root, dataset, train=t, flag="--data_root") for t in (True, False)]
     splits = [Split(x, y) for x, y, _ in parts]
     if jpeg:
+        print(f"note: no CIFAR-10 pickles under {root}; read the JPEG CIFAR-10 layout "
+              "(results on it are JPEG CIFAR-10, not the original pixels)", file=sys.stderr)
         # Class folders list the images class by class; a fixed shuffle (seed 0) gives them the
         # mixed order of the original pickles, so that --train_limit/--test_limit take mixed
         # classes. Example ids are positions in this fixed order.

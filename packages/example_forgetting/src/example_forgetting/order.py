@@ -7,13 +7,13 @@ numpy int64 or Python int, accuracy lists of Python ints, ``'train'``/``'test'``
 from __future__ import annotations
 
 import os
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from forgetting_common.errors import UserError
+from forgetting_common.safeload import load_pickle
 
 from example_forgetting.naming import matches
 
@@ -94,12 +94,8 @@ def find_stats_files(input_dir: str | os.PathLike[str], pairs: list[str] | None)
 
 
 def load_stats(path: str | os.PathLike[str]) -> dict[Any, Any]:
-    """Load one stats pickle, with a one-line error for anything malformed."""
-    try:
-        with open(path, "rb") as handle:
-            stats = pickle.load(handle)
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError) as err:
-        raise UserError(f"cannot read statistics file {path}: {err}") from err
+    """Load one stats pickle (plain data only: a file asking for anything else is refused)."""
+    stats = load_pickle(path, what="statistics file")
     if not isinstance(stats, dict) or not example_keys(stats):
         raise UserError(f"{path} is not a statistics file (expected a dict of per-example lists)")
     try:
@@ -158,11 +154,7 @@ def order_examples(runs: list[RunForgetting], epochs: int, tie_seed: int = 0) ->
 
 def load_sorting(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray | None]:
     """The ``indices`` (and, when present, ``forgetting counts``) of a sorted-order pickle."""
-    try:
-        with open(path, "rb") as handle:
-            data = pickle.load(handle)
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError) as err:
-        raise UserError(f"cannot read sorting file {path}: {err}") from err
+    data = load_pickle(path, what="sorting file")
     if not isinstance(data, dict) or "indices" not in data:
         raise UserError(f"sorting file {path} is malformed: expected a dict with an 'indices' entry")
     raw = np.asarray(data["indices"]).reshape(-1)

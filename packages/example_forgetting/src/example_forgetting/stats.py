@@ -100,6 +100,43 @@ class StatsRecorder:
         self.completed += 1
         return running
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything recorded so far, as CPU tensors and plain values (a checkpoint's part).
+
+        Holds the completed epochs' columns and, mid-epoch, the open one with the minibatch
+        counts of the running accuracy, so a resumed run continues the same lists.
+        """
+        cols = min(self.epochs, self.completed + (1 if self._batch_sizes else 0))
+        return {
+            "loss": self.loss[:, :cols].cpu().clone(),
+            "acc": self.acc[:, :cols].cpu().clone(),
+            "margin": self.margin[:, :cols].cpu().clone(),
+            "train_running": list(self.train_running),
+            "test_acc": list(self.test_acc),
+            "first_order": None if self.first_order is None else torch.from_numpy(self.first_order.copy()),
+            "first_batch_len": int(self.first_batch_len),
+            "completed": int(self.completed),
+            "batch_correct": [int(c) for c in self._batch_correct],
+            "batch_sizes": list(self._batch_sizes),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        cols = state["loss"].shape[1]
+        if state["loss"].shape[0] != len(self) or cols > self.epochs:
+            raise ValueError(f"recorded statistics of shape {tuple(state['loss'].shape)} do not fit "
+                             f"{len(self)} examples x {self.epochs} epochs")
+        self.loss[:, :cols] = state["loss"].to(self.device)
+        self.acc[:, :cols] = state["acc"].to(self.device)
+        self.margin[:, :cols] = state["margin"].to(self.device)
+        self.train_running = [float(v) for v in state["train_running"]]
+        self.test_acc = [float(v) for v in state["test_acc"]]
+        order = state["first_order"]
+        self.first_order = None if order is None else order.numpy().astype(np.int64)
+        self.first_batch_len = int(state["first_batch_len"])
+        self.completed = int(state["completed"])
+        self._batch_correct = [torch.tensor(int(c), device=self.device) for c in state["batch_correct"]]
+        self._batch_sizes = [int(s) for s in state["batch_sizes"]]
+
     def arrays(self, epochs: int | None = None) -> dict[str, np.ndarray]:
         """CPU numpy copies of the completed columns, in position space."""
         e = self.completed if epochs is None else epochs

@@ -11,6 +11,7 @@ for CIFAR, ``checkpoint/<dataset>/<save_fname>.t7``).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +25,10 @@ from forgetting_common.data import normalize, permute_pixels, pixel_permutation
 from forgetting_common.data.tensors import cutout, random_crop, random_flip
 from forgetting_common.device import resolve_device
 from forgetting_common.errors import UserError
-from forgetting_common.runlog import RunLog
+from forgetting_common.runlog import EMPTY_STATE, RunLog
 from forgetting_common.seeding import make_generator
 
+from example_forgetting import checkpoint as ckpt
 from example_forgetting import data as D
 from example_forgetting.models import MnistNet, build_cifar_model
 from example_forgetting.naming import (
@@ -114,20 +116,11 @@ def run_training(args: argparse.Namespace, kind: str) -> RunResult:
     name = save_fname(vars(args), MNIST_NAME_ARGS if kind == "mnist" else CIFAR_NAME_ARGS)
     out_dir = Path(args.output_dir)
     stats_path = out_dir / (name + STATS_SUFFIX)
-    overwrite = getattr(args, "overwrite", False)
-    if stats_path.exists() and not overwrite:
-        raise UserError(
-            f"{stats_path} already exists (a finished or interrupted run); pass --overwrite to replace "
-            "it or choose another --output_dir"
-        )
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--output_dir {out_dir} exists and is not a folder")
     run_dir = out_dir / "runs" / name
-    if (run_dir / "config.json").exists() and not overwrite:
-        raise UserError(
-            f"{run_dir} holds an earlier run of this configuration; pass --overwrite to replace it "
-            "or choose another --output_dir"
-        )
+    ckpt_path = run_dir / ckpt.CHECKPOINT_NAME
+    print(f"output folder: {out_dir} (run {name})", flush=True)
+    resumed = ckpt.prepare_output(args, stats_path, run_dir)
+    overwrite = getattr(args, "overwrite", False)
     device = torch.device("cpu") if args.no_cuda else resolve_device(args.device)
     quiet = getattr(args, "quiet", False)
 
@@ -221,83 +214,136 @@ def run_training(args: argparse.Namespace, kind: str) -> RunResult:
             x = cutout(x, args.length, aug_gen, args.n_holes)
         return x
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     config = config_dict(args)
+    config.pop("resume", None)  # an action, not configuration: a resumed run's config.json is the same
     config.update(save_fname=name, train_size=len(labels), device_resolved=str(device))
+    fingerprint = ckpt.data_fingerprint(train_indx, labels, images)
+    recorder = StatsRecorder(train_indx, args.epochs, device)
+    n = len(labels)
+    n_batches = max(1, (n + args.batch_size - 1) // args.batch_size)
+    best_acc, start_epoch, start_batch, seconds_before = 0.0, 0, 0, 0.0
+    perm = None
+    loss_sum = torch.zeros((), device=device)
+    if resumed is not None:
+        ckpt.check_compatible(resumed, config, ckpt_path)
+        ckpt.check_same_data(resumed, fingerprint, ckpt_path)
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        recorder.load_state_dict(resumed["recorder"])
+        ckpt.restore_random_states(resumed["random"], rng, aug_gen)
+        best_acc, seconds_before = float(resumed["best_acc"]), float(resumed["train_seconds"])
+        start_epoch, start_batch = int(resumed["epoch"]), int(resumed["batch"])
+        if start_batch:
+            perm = resumed["perm"].numpy()
+            loss_sum = resumed["loss_sum"].to(device)
+        print(f"resuming from {ckpt_path}: epoch {start_epoch}, minibatch {start_batch}", file=sys.stderr)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
     log = RunLog.create(
-        run_dir, config, overwrite=overwrite,
+        run_dir, config, overwrite=overwrite, resume=getattr(args, "resume", False),
+        resume_state=(resumed["runlog"] if resumed is not None else EMPTY_STATE),
         tensorboard=not getattr(args, "no_tensorboard", False), quiet=quiet,
+        exists_hint="pass --overwrite to replace it, or --resume to continue it",
     )
     if changed is not None:
         atomic_write_text(out_dir / (name + CHANGED_LABELS_SUFFIX), D.changed_labels_text(*changed))
 
-    recorder = StatsRecorder(train_indx, args.epochs, device)
-    n = len(labels)
-    best_acc = 0.0
     result = RunResult(name, out_dir, train_indx, labels, recorder, recorder.test_acc, changed)
     start = time.time()
+
+    def save_checkpoint(epoch: int, batch: int) -> None:
+        with ckpt.naming(run_dir):
+            _save_checkpoint(epoch, batch)
+
+    def _save_checkpoint(epoch: int, batch: int) -> None:
+        ckpt.save(
+            ckpt_path, config=ckpt.comparable_config(config), epoch=epoch, batch=batch,
+            perm=None if not batch else torch.from_numpy(perm.copy()), loss_sum=loss_sum.detach().cpu(),
+            model=model.state_dict(), optimizer=optimizer.state_dict(), recorder=recorder.state_dict(),
+            best_acc=best_acc, random=ckpt.random_states(rng, aug_gen), data=fingerprint,
+            runlog=log.checkpoint_state(), train_seconds=seconds_before + time.time() - start,
+        )
+
     try:
-        for epoch in range(args.epochs):
-            t0 = time.time()
-            if kind == "cifar" and args.optimizer == "sgd":
-                lr = cifar_lr(args.learning_rate, epoch, getattr(args, "fix_lr_offbyone", False))
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-            lr_now = optimizer.param_groups[0]["lr"]
-            model.train()
-            perm = rng.permutation(np.arange(n))
-            perm_t = torch.from_numpy(perm).to(device)
-            recorder.set_first_order(perm, min(args.batch_size, n))
-            loss_sum = torch.zeros((), device=device)
-            bar = log.progress(range(0, n, args.batch_size), desc=f"epoch {epoch}", leave=False)
-            for b, begin in enumerate(bar):
-                pos = perm_t[begin : begin + args.batch_size]
-                x = batch_inputs(pos)
-                y = y_train[pos]
-                optimizer.zero_grad(set_to_none=True)
-                outputs = model(x)
-                losses = F.cross_entropy(outputs, y, reduction="none")
-                recorder.record(epoch, pos, outputs, y, losses)
-                loss = losses.mean()
-                loss_sum += loss.detach()
-                loss.backward()
-                optimizer.step()
-                if not quiet and b % 50 == 49 and not bar.disable:
-                    bar.set_postfix(loss=f"{loss.item():.4f}")
-            test_acc, test_loss = evaluate(model, x_test, y_test, batch_size=getattr(args, "test_batch_size", 32))
-            running = recorder.end_epoch(test_acc)
-            n_batches = max(1, (n + args.batch_size - 1) // args.batch_size)
-            train_loss = float(loss_sum) / n_batches
-            # Outputs after every epoch, so an interrupted run leaves valid files.
-            atomic_pickle_dump(recorder.to_dict(), stats_path)
-            atomic_write_text(out_dir / (name + BEST_ACC_SUFFIX), recorder.best_acc_text())
-            if kind == "cifar" and test_acc > best_acc:
-                best_acc = test_acc
-                state = {"acc": test_acc, "epoch": epoch}
-                if getattr(args, "save_weights", False):
-                    state["model"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-                atomic_torch_save(state, out_dir / "checkpoint" / args.dataset / (name + ".t7"))
-            epoch_time = time.time() - t0
-            log.log(
-                {"train_acc": running[-1], "train_loss": train_loss, "test_acc": test_acc,
-                 "test_loss": test_loss, "lr": lr_now, "epoch_time": epoch_time},
-                step=epoch,
-            )
-            print(
-                f"| Epoch {epoch}/{args.epochs}  train loss {train_loss:.4f} acc {running[-1]:.3f}%  "
-                f"| Validation loss {test_loss:.4f} Acc@1 {test_acc:.2f}%  ({epoch_time:.1f}s)",
-                flush=True,
-            )
+        with ckpt.DeferredStop() as stopper:
+            for epoch in range(start_epoch, args.epochs):
+                t0 = time.time()
+                if kind == "cifar" and args.optimizer == "sgd":
+                    lr = cifar_lr(args.learning_rate, epoch, getattr(args, "fix_lr_offbyone", False))
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+                lr_now = optimizer.param_groups[0]["lr"]
+                model.train()
+                first = start_batch if epoch == start_epoch else 0
+                if not first:
+                    perm = rng.permutation(np.arange(n))
+                    loss_sum = torch.zeros((), device=device)
+                perm_t = torch.from_numpy(perm).to(device)
+                recorder.set_first_order(perm, min(args.batch_size, n))
+                bar = log.progress(range(first, n_batches), desc=f"epoch {epoch}", leave=False,
+                                   initial=first, total=n_batches)
+                for b in bar:
+                    pos = perm_t[b * args.batch_size : (b + 1) * args.batch_size]
+                    x = batch_inputs(pos)
+                    y = y_train[pos]
+                    optimizer.zero_grad(set_to_none=True)
+                    outputs = model(x)
+                    losses = F.cross_entropy(outputs, y, reduction="none")
+                    recorder.record(epoch, pos, outputs, y, losses)
+                    loss = losses.mean()
+                    loss_sum += loss.detach()
+                    loss.backward()
+                    optimizer.step()
+                    if not quiet and b % 50 == 49 and not bar.disable:
+                        bar.set_postfix(loss=f"{loss.item():.4f}")
+                    if stopper.requested and b + 1 < n_batches:
+                        save_checkpoint(epoch, b + 1)
+                        _stopped(ckpt_path, epoch, b + 1)
+                        stopper.stop()
+                test_acc, test_loss = evaluate(model, x_test, y_test, batch_size=getattr(args, "test_batch_size", 32))
+                running = recorder.end_epoch(test_acc)
+                train_loss = float(loss_sum) / n_batches
+                # Outputs after every epoch, so an interrupted run leaves valid files.
+                with ckpt.naming(out_dir):
+                    atomic_pickle_dump(recorder.to_dict(), stats_path)
+                    atomic_write_text(out_dir / (name + BEST_ACC_SUFFIX), recorder.best_acc_text())
+                    if kind == "cifar" and test_acc > best_acc:
+                        best_acc = test_acc
+                        state = {"acc": test_acc, "epoch": epoch}
+                        if getattr(args, "save_weights", False):
+                            state["model"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+                        atomic_torch_save(state, out_dir / "checkpoint" / args.dataset / (name + ".t7"))
+                epoch_time = time.time() - t0
+                # Wall-clock time is the row's `time` column only, so that a resumed run's rows
+                # equal an uninterrupted run's.
+                log.log({"train_acc": running[-1], "train_loss": train_loss, "test_acc": test_acc,
+                         "test_loss": test_loss, "lr": lr_now}, step=epoch)
+                print(
+                    f"| Epoch {epoch}/{args.epochs}  train loss {train_loss:.4f} acc {running[-1]:.3f}%  "
+                    f"| Validation loss {test_loss:.4f} Acc@1 {test_acc:.2f}%  ({epoch_time:.1f}s)",
+                    flush=True,
+                )
+                if epoch + 1 < args.epochs:
+                    save_checkpoint(epoch + 1, 0)
+                    if stopper.requested:
+                        _stopped(ckpt_path, epoch + 1, 0)
+                        stopper.stop()
     finally:
         log.close()
-    result.timings["train_s"] = time.time() - start
+    result.timings["train_s"] = seconds_before + time.time() - start
     log.write_json("result.json", {
         "save_fname": name, "train_size": n, "test_acc": recorder.test_acc,
         "best_train_acc": max(recorder.train_running) if recorder.train_running else None,
         "best_test_acc": max(recorder.test_acc) if recorder.test_acc else None,
         "train_seconds": result.timings["train_s"],
     })
+    ckpt_path.unlink(missing_ok=True)  # finished: nothing to resume
     return result
+
+
+def _stopped(path: Path, epoch: int, batch: int) -> None:
+    print(f"stopped at epoch {epoch}, minibatch {batch}; checkpoint {path}; run the same command with "
+          "--resume to continue", file=sys.stderr, flush=True)
 
 
 @torch.no_grad()
