@@ -38,11 +38,15 @@ def test_idx_pickle_and_jpeg_layouts(tmp_path, monkeypatch):
 def test_mini_imagenet_features_file_and_feature_extraction(tmp_path):
     feats = torch.randn(12, 2048)
     (tmp_path / "mini-imagenet_targets.pkl").write_bytes(pickle.dumps(list(range(12))))
-    (tmp_path / "processed_imagenet.pkl").write_bytes(pickle.dumps(feats))
+    (tmp_path / "processed_imagenet.pkl").write_bytes(pickle.dumps(feats.numpy()))
     src = load_source("mini_imagenet", tmp_path)
     assert torch.equal(src.x, feats) and src.n_classes == 100
-    (tmp_path / "processed_imagenet.pkl").write_bytes(pickle.dumps(torch.randn(5, 2048)))
+    (tmp_path / "processed_imagenet.pkl").write_bytes(pickle.dumps(torch.randn(5, 2048).numpy()))
     with pytest.raises(UserError, match="do not match"):
+        load_source("mini_imagenet", tmp_path)
+    # The original's cache (a pickled torch tensor) would need code to rebuild: refused, with the fix.
+    (tmp_path / "processed_imagenet.pkl").write_bytes(pickle.dumps(feats))
+    with pytest.raises(UserError, match="processed_imagenet.pkl is refused: it asks for torch.*delete it to recompute"):
         load_source("mini_imagenet", tmp_path)
 
     class Tiny(torch.nn.Module):  # stands in for ResNet-50: conv body, pooling, then the fc head

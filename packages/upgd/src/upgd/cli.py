@@ -21,11 +21,10 @@ from forgetting_common.data import resolve_root
 from forgetting_common.device import resolve_device
 from forgetting_common.errors import UserError, run_main
 
+from upgd.checkpoint import DEFAULT_EVERY
+from upgd.cli_help import help_text
 from upgd.learners import learner_spec, validate_hps
-from upgd.networks import (
-    NETWORKS,
-    build_network,  # noqa: F401  (validation of names below)
-)
+from upgd.networks import NETWORKS
 from upgd.runner import RunConfig, run_plain, run_stats, run_utility
 from upgd.tasks import task_spec
 
@@ -39,14 +38,15 @@ EXTENSIONS = {
     "save_model_dir": None,
     "stats_every": "1",
     "device": "auto",
-    "overwrite": "0",
+    "checkpoint_every": str(DEFAULT_EVERY),
     "utility_max": "raw",
     "utility_guard": "0",
     "tensorboard": "1",
     "data_source": "real",
     "train_limit": None,
 }
-BOOL_FLAGS = ("print_config", "quiet")
+#: Flags that may stand alone (``--resume``) or take 0/1 (``--resume 1``, ``--overwrite 1``).
+BOOL_FLAGS = ("print_config", "quiet", "resume", "overwrite")
 TRUE_WORDS = {"1", "true", "yes", "on", "t", "y"}
 FALSE_WORDS = {"0", "false", "no", "off", "f", "n"}
 
@@ -61,7 +61,7 @@ def _bool(key: str, text: str) -> bool:
 
 
 def split_tokens(argv: Sequence[str]) -> tuple[list[tuple[str, str]], dict[str, bool]]:
-    """Pull out the value-less flags (``--print_config``, ``--quiet``), then pair the rest."""
+    """Pull out the flags that may stand alone (``--quiet``, ``--resume`` …), then pair the rest."""
     tokens = list(argv)
     flags = {name: False for name in BOOL_FLAGS}
     rest: list[str] = []
@@ -112,6 +112,8 @@ def _int(key: str, text: str, minimum: int | None = None) -> int:
 def parse(argv: Sequence[str]) -> tuple[RunConfig, dict, dict[str, bool]]:
     """``argv`` → (run configuration, the JSON-able resolved config, the boolean flags)."""
     pairs, flags = split_tokens(argv)
+    if flags["resume"] and flags["overwrite"]:
+        raise UserError("--resume 1 continues a run and --overwrite 1 starts it again; pass one of them")
     values: dict[str, str] = {}
     hps_raw: dict[str, str] = {}
     for key, value in pairs:
@@ -148,12 +150,14 @@ def parse(argv: Sequence[str]) -> tuple[RunConfig, dict, dict[str, bool]]:
         save_model_dir=ext["save_model_dir"],
         stats_every=_int("stats_every", ext["stats_every"], 1),
         quiet=flags["quiet"],
-        overwrite=_bool("overwrite", ext["overwrite"]),
+        overwrite=flags["overwrite"],
         utility_max=utility_max,
         utility_guard=_bool("utility_guard", ext["utility_guard"]),
         tensorboard=_bool("tensorboard", ext["tensorboard"]),
+        checkpoint_every=_int("checkpoint_every", ext["checkpoint_every"], 0),
     )
     resolved = {k: v for k, v in cfg_kwargs.items() if k != "hps"}
+    cfg_kwargs["resume"] = flags["resume"]  # how this invocation starts, not part of the run's configuration
     resolved.update(hps)
     resolved["device"] = ext["device"]
     resolved["learner_hps"] = learner_spec(values["learner"]).defaults() | hps
@@ -177,6 +181,9 @@ def main(argv: Sequence[str] | None = None, mode: str = "stats", prog: str = "ru
     ``failed_<learner>.txt`` / ``failed_<learner>_msgs.txt`` and re-raised (non-zero exit).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--help" in argv or "-h" in argv:
+        print(help_text(prog, mode))
+        return 0
     cfg, resolved, flags = parse(argv)
     if flags["print_config"]:
         print(json.dumps(resolved, sort_keys=True))
@@ -196,6 +203,7 @@ def main(argv: Sequence[str] | None = None, mode: str = "stats", prog: str = "ru
             signal.signal(signal.SIGUSR1, on_timeout)
         except ValueError:  # not the main thread (in-process tests)
             pass
+    cfg.prog = prog
     start = time.time()
     try:
         if mode == "stats":

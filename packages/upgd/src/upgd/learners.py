@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field
 
 from forgetting_common.errors import UserError
@@ -117,7 +118,23 @@ def validate_hps(key: str, hps: dict[str, str]) -> dict[str, float]:
             out[name] = float(value)
         except ValueError as err:
             raise UserError(f"--{name} {value!r}: expected a number") from err
+        _check_range(name, value, out[name])
     return out
+
+
+#: Hyper-parameters that are rates of an exponential average: 1 would divide by 1 − β^t = 0.
+BETAS = ("beta_utility", "beta1", "beta2", "beta_weight", "beta_fisher", "beta_importance")
+
+
+def _check_range(name: str, text: str, value: float) -> None:
+    """Every hyper-parameter is finite; step sizes, noise, decays and penalties are ≥ 0; betas in [0, 1)."""
+    if not math.isfinite(value):
+        raise UserError(f"--{name} {text}: expected a finite number")
+    if name in BETAS:
+        if not 0.0 <= value < 1.0:
+            raise UserError(f"--{name} {text}: must lie in [0, 1)")
+    elif value < 0:
+        raise UserError(f"--{name} {text}: must be zero or more")
 
 
 def make_optimizer(key: str, named_params, hps: dict[str, float], generator=None, **extensions):

@@ -122,6 +122,15 @@ INPUT_SHAPES = {
 }
 
 
+#: Networks whose ``name`` (the log folder) is not their CLI key.
+LOGGED_NAMES = {"conv_mnist": "convolutional_network_relu_with_hooks"}
+
+
+def logged_name(key: str) -> str:
+    """The folder a network's results are written under (its ``name`` attribute)."""
+    return LOGGED_NAMES.get(key, key)
+
+
 def _make_registry() -> dict:
     reg = {}
     reg["linear_layer"] = lambda n, o: Net(OrderedDict([("linear_1", nn.Linear(n, o))]), "linear_layer")
@@ -142,7 +151,7 @@ def _make_registry() -> dict:
         _conv(3, 400, o), "convolutional_network_relu_with_hooks"
     )
     # The student's MNIST conv net reports the CIFAR net's name (its logs sit under that folder).
-    reg["conv_mnist"] = lambda n, o: HookedNet(_conv(1, 256, o), "convolutional_network_relu_with_hooks")
+    reg["conv_mnist"] = lambda n, o: HookedNet(_conv(1, 256, o), LOGGED_NAMES["conv_mnist"])
     return reg
 
 

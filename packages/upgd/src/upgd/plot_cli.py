@@ -11,6 +11,7 @@ from forgetting_common.cli import (
     add_print_config_flag,
     add_quiet_flag,
     config_dict,
+    positive_int,
 )
 from forgetting_common.errors import run_main
 
@@ -25,7 +26,7 @@ def build_parser() -> OneLineErrorParser:
     p.add_argument("--format", default="png", choices=("png", "pdf", "svg"))
     p.add_argument("--stats", nargs="*", default=None, choices=[k for k, _ in PANELS],
                    help="which panels (default: all three)")
-    p.add_argument("--smooth", type=int, default=1, help="moving average over this many tasks")
+    p.add_argument("--smooth", type=positive_int, default=1, help="moving average over this many tasks")
     p.add_argument("--table", action="store_true", help="also print the student notebook's metrics table")
     p.add_argument("--table_json", default=None, help="write the table rows to this JSON file")
     p.add_argument("--no_plot", action="store_true", help="only the table")

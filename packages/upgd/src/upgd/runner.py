@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from forgetting_common.atomic import atomic_torch_save, atomic_write_text
 from forgetting_common.errors import UserError
-from forgetting_common.runlog import RunLog
 from forgetting_common.seeding import make_generator, seed_everything
 
+from upgd.checkpoint import DEFAULT_EVERY, Checkpointer, note, open_run
 from upgd.hesscale import backward_with_hesscale
 from upgd.learners import learner_spec, make_optimizer
 from upgd.networks import HookedNet, build_network
@@ -50,6 +50,9 @@ class RunConfig:
     utility_max: str = "raw"
     utility_guard: bool = False
     tensorboard: bool = True
+    resume: bool = False
+    checkpoint_every: int = DEFAULT_EVERY
+    prog: str = "run_stats.py"  # for messages
 
     def hp_string(self) -> str:
         return "_".join(f"{k}_{v}" for k, v in self.hps.items())
@@ -113,16 +116,14 @@ class Experiment:
         return x, y, out.detach(), loss.detach(), done
 
 
-def _check_not_finished(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise UserError(f"{path} already holds a finished result; pass --overwrite 1 to replace it, "
-                        "or choose another --save_path or --seed")
-
-
-def _open_runlog(cfg: RunConfig, network_name: str, config: dict) -> RunLog:
-    directory = runlog_dir(cfg, network_name)
-    # The JSON is absent (checked before): any earlier folder belongs to an unfinished run.
-    return RunLog.create(directory, config, overwrite=True, tensorboard=cfg.tensorboard, quiet=cfg.quiet)
+def _open(cfg: RunConfig, exp: Experiment, config: dict | None, kind: str, generators=None):
+    """Result path, log and checkpointer of a run (fresh, resumed, or refused with one line)."""
+    path = result_path(cfg, exp.net.name)
+    run_dir = runlog_dir(cfg, exp.net.name)
+    log, saved = open_run(cfg, run_dir, path, config or {}, kind)
+    if not cfg.quiet:
+        note(f"{cfg.prog}: writing {path} (logs and checkpoint in {run_dir})")
+    return path, log, Checkpointer(cfg, exp, log, run_dir, saved, kind, config or {}, generators)
 
 
 def run_stats(cfg: RunConfig, config_for_log: dict | None = None) -> tuple[Path, dict]:
@@ -137,34 +138,18 @@ def run_stats(cfg: RunConfig, config_for_log: dict | None = None) -> tuple[Path,
     cf = task.change_freq
     if cfg.stats_every > cf:
         raise UserError(f"--stats_every {cfg.stats_every} exceeds the task length {cf}")
-    path = result_path(cfg, net.name)
-    _check_not_finished(path, cfg.overwrite)
-    log = _open_runlog(cfg, net.name, config_for_log or {})
+    path, log, ck = _open(cfg, exp, config_for_log, "stats")
     n, dev = cfg.n_samples, cfg.device
     losses = torch.zeros(n, device=dev)
     accs = torch.zeros(n, device=dev)
     plast = torch.zeros(n, device=dev)
     dead = torch.zeros(n, device=dev)
     sampled = torch.full((n, len(STAT_KEYS)), float("nan"), device=dev)
-    start = time.time()
-    bar = log.progress(range(n), desc=f"{cfg.learner} {cfg.task}", mininterval=1.0)
-    for i in bar:
-        x, y, out, loss, _ = exp.step()
-        losses[i] = loss
-        accs[i] = (out.argmax(dim=1) == y).float().squeeze()
-        with torch.no_grad():
-            loss_after = exp.criterion(net(x), y)
-        plast[i] = torch.clamp(1 - loss_after / torch.clamp(loss, min=1e-8), 0.0, 1.0)
-        dead[i] = net.dead_fraction()
-        if i % cfg.stats_every == 0:
-            sampled[i] = weight_and_grad_stats(net)
-        if cfg.save_model_dir and i > 0 and i % 100_000 == 0:
-            _save_model(cfg, net, str(i))
-        if i % cf == 0:
-            lo = 0 if i == 0 else i - cf + 1
-            log.log({"task_accuracy": accs[lo : i + 1].mean(), "task_loss": losses[lo : i + 1].mean(),
-                     "task_plasticity": plast[lo : i + 1].mean(), "task_dead_units": dead[lo : i + 1].mean(),
-                     "task": i // cf}, step=i)
+    series = {"losses": losses, "accuracies": accs, "plasticity": plast, "dead": dead, "sampled": sampled}
+    ck.restore_series(**series)
+    start = time.time() - ck.elapsed_before
+    with ck:
+        _stats_loop(cfg, exp, log, ck, series, start)
     elapsed = time.time() - start
     per_task = {
         "losses": bucket_means(losses, cf),
@@ -201,7 +186,33 @@ def run_stats(cfg: RunConfig, config_for_log: dict | None = None) -> tuple[Path,
     _write_result(path, content)
     log.write_json("summary.json", {"result": str(path), **content["run_info"]})
     log.close()
+    ck.finish()
     return path, content
+
+
+def _stats_loop(cfg: RunConfig, exp: Experiment, log, ck: Checkpointer, series: dict, start: float) -> None:
+    net, cf, n = exp.net, exp.task.change_freq, cfg.n_samples
+    losses, accs, plast, dead, sampled = (series[k] for k in ("losses", "accuracies", "plasticity", "dead", "sampled"))
+    bar = log.progress(range(ck.start, n), initial=ck.start, total=n, desc=f"{cfg.learner} {cfg.task}",
+                       mininterval=1.0)
+    for i in bar:
+        x, y, out, loss, _ = exp.step()
+        losses[i] = loss
+        accs[i] = (out.argmax(dim=1) == y).float().squeeze()
+        with torch.no_grad():
+            loss_after = exp.criterion(net(x), y)
+        plast[i] = torch.clamp(1 - loss_after / torch.clamp(loss, min=1e-8), 0.0, 1.0)
+        dead[i] = net.dead_fraction()
+        if i % cfg.stats_every == 0:
+            sampled[i] = weight_and_grad_stats(net)
+        if cfg.save_model_dir and i > 0 and i % 100_000 == 0:
+            _save_model(cfg, net, str(i))
+        if i % cf == 0:
+            lo = 0 if i == 0 else i - cf + 1
+            log.log({"task_accuracy": accs[lo : i + 1].mean(), "task_loss": losses[lo : i + 1].mean(),
+                     "task_plasticity": plast[lo : i + 1].mean(), "task_dead_units": dead[lo : i + 1].mean(),
+                     "task": i // cf}, step=i)
+        ck.after_step(i + 1, series, dict, time.time() - start)
 
 
 def run_plain(cfg: RunConfig, config_for_log: dict | None = None, restarts: bool = False,
@@ -214,36 +225,25 @@ def run_plain(cfg: RunConfig, config_for_log: dict | None = None, restarts: bool
     net = exp.net
     if offline and getattr(exp.task, "held_out", None) is None:
         raise UserError(f"run_offline needs a task with a held-out set (label_permuted_emnist_offline), not {cfg.task!r}")
-    held_losses, held_accs = [], []
-    path = result_path(cfg, net.name)
-    _check_not_finished(path, cfg.overwrite)
-    log = _open_runlog(cfg, net.name, config_for_log or {})
+    path, log, ck = _open(cfg, exp, config_for_log, "restarts" if restarts else "offline" if offline else "plain")
     n, dev = cfg.n_samples, cfg.device
     losses = torch.zeros(n, device=dev)
     accs = torch.zeros(n, device=dev)
+    series = {"losses": losses, "accuracies": accs}
+    ck.restore_series(**series)
+    held_losses = list(ck.extra("held_losses", torch.zeros(0)).to(dev).unbind())
+    held_accs = list(ck.extra("held_accs", torch.zeros(0)).to(dev).unbind())
+
+    def held() -> dict:
+        return {"held_losses": _stack(held_losses), "held_accs": _stack(held_accs)}
+
     cf = exp.task.change_freq or 1000
-    start = time.time()
-    for i in log.progress(range(n), desc=f"{cfg.learner} {cfg.task}", mininterval=1.0):
-        _, y, out, loss, done = exp.step()
-        losses[i] = loss
-        if exp.criterion_kind == "cross_entropy":
-            accs[i] = (out.argmax(dim=1) == y).float().squeeze()
-        if restarts and done:
-            for module in net.modules():
-                if isinstance(module, torch.nn.Linear):
-                    module.reset_parameters()
-        if offline and done:
-            hx, hy = exp.task.held_out
-            target = exp.task.previous_mapping[hy]
-            with torch.no_grad():
-                hout = net(hx.reshape(len(hy), *net.input_shape))
-                held_losses.append(exp.criterion(hout, target))
-                held_accs.append((hout.argmax(dim=1) == target).float().mean())
-        if (i + 1) % cf == 0:
-            entry = {"loss": losses[i + 1 - cf : i + 1].mean()}
-            if exp.criterion_kind == "cross_entropy":
-                entry["accuracy"] = accs[i + 1 - cf : i + 1].mean()
-            log.log(entry, step=i)
+    start = time.time() - ck.elapsed_before
+    with ck:
+        for i in log.progress(range(ck.start, n), initial=ck.start, total=n, desc=f"{cfg.learner} {cfg.task}",
+                              mininterval=1.0):
+            _plain_step(exp, log, i, cf, losses, accs, restarts, held_losses if offline else None, held_accs)
+            ck.after_step(i + 1, series, held, time.time() - start)
     content = {"losses": [float(v) for v in losses.cpu().tolist()]}
     if exp.criterion_kind == "cross_entropy":
         content["accuracies"] = [float(v) for v in accs.cpu().tolist()]
@@ -257,7 +257,37 @@ def run_plain(cfg: RunConfig, config_for_log: dict | None = None, restarts: bool
                                  "time_elapsed": round(time.time() - start, 3)}})
     _write_result(path, content)
     log.close()
+    ck.finish()
     return path, content
+
+
+def _stack(values: list) -> torch.Tensor:
+    return torch.stack(values).cpu() if values else torch.zeros(0)
+
+
+def _plain_step(exp: Experiment, log, i: int, cf: int, losses, accs, restarts: bool, held_losses, held_accs) -> None:
+    """One step of the run.py loop; ``held_losses`` is None unless run_offline."""
+    net = exp.net
+    _, y, out, loss, done = exp.step()
+    losses[i] = loss
+    if exp.criterion_kind == "cross_entropy":
+        accs[i] = (out.argmax(dim=1) == y).float().squeeze()
+    if restarts and done:
+        for module in net.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.reset_parameters()
+    if held_losses is not None and done:
+        hx, hy = exp.task.held_out
+        target = exp.task.previous_mapping[hy]
+        with torch.no_grad():
+            hout = net(hx.reshape(len(hy), *net.input_shape))
+            held_losses.append(exp.criterion(hout, target))
+            held_accs.append((hout.argmax(dim=1) == target).float().mean())
+    if (i + 1) % cf == 0:
+        entry = {"loss": losses[i + 1 - cf : i + 1].mean()}
+        if exp.criterion_kind == "cross_entropy":
+            entry["accuracy"] = accs[i + 1 - cf : i + 1].mean()
+        log.log(entry, step=i)
 
 
 def run_utility(cfg: RunConfig, config_for_log: dict | None = None, features: bool = False) -> tuple[Path, dict]:
@@ -276,28 +306,31 @@ def run_utility(cfg: RunConfig, config_for_log: dict | None = None, features: bo
     net = exp.net
     if features and not any("gate" in n for n, _ in net.named_parameters()):
         raise UserError(f"run_utility_feature needs a network with gates (a *_gates network), not {cfg.network!r}")
-    path = result_path(cfg, net.name)
-    _check_not_finished(path, cfg.overwrite)
-    log = _open_runlog(cfg, net.name, config_for_log or {})
     gen = make_generator(cfg.seed, "random_utility", cfg.device)
-    losses: list[float] = []
-    glob: dict[str, list[float]] = {}
-    layer: dict[str, list[float]] = {}
-    glob_true: dict[str, list[float]] = {}
-    layer_true: dict[str, list[float]] = {}
-    start = time.time()
-    for i in log.progress(range(cfg.n_samples), desc=f"{cfg.learner} {cfg.task}", mininterval=1.0):
-        x, y, _, loss, _ = exp.step()
-        losses.append(float(loss))
-        oracle = oracle_utilities(net, x, y, loss, exp.criterion, features)
-        for name, approx in approximate_utilities(net, gen, features).items():
-            glob.setdefault(name, []).append(argsort_spearman(approx, oracle))
-            layer.setdefault(name, []).append(layerwise(argsort_spearman, approx, oracle))
-            glob_true.setdefault(name, []).append(true_spearman(approx, oracle))
-            layer_true.setdefault(name, []).append(layerwise(true_spearman, approx, oracle))
-        if (i + 1) % 100 == 0:
-            log.log({f"global_{k}": float(np.mean(v[-100:])) for k, v in glob.items()}
-                    | {"loss": float(np.mean(losses[-100:]))}, step=i)
+    path, log, ck = _open(cfg, exp, config_for_log, "utility_feature" if features else "utility", {"random_utility": gen})
+    # Plain lists of floats: a checkpoint stores them as they are.
+    kept = ck.extra("lists", {"losses": [], "glob": {}, "layer": {}, "glob_true": {}, "layer_true": {}})
+    losses: list[float] = kept["losses"]
+    glob: dict[str, list[float]] = kept["glob"]
+    layer: dict[str, list[float]] = kept["layer"]
+    glob_true: dict[str, list[float]] = kept["glob_true"]
+    layer_true: dict[str, list[float]] = kept["layer_true"]
+    start = time.time() - ck.elapsed_before
+    with ck:
+        for i in log.progress(range(ck.start, cfg.n_samples), initial=ck.start, total=cfg.n_samples,
+                              desc=f"{cfg.learner} {cfg.task}", mininterval=1.0):
+            x, y, _, loss, _ = exp.step()
+            losses.append(float(loss))
+            oracle = oracle_utilities(net, x, y, loss, exp.criterion, features)
+            for name, approx in approximate_utilities(net, gen, features).items():
+                glob.setdefault(name, []).append(argsort_spearman(approx, oracle))
+                layer.setdefault(name, []).append(layerwise(argsort_spearman, approx, oracle))
+                glob_true.setdefault(name, []).append(true_spearman(approx, oracle))
+                layer_true.setdefault(name, []).append(layerwise(true_spearman, approx, oracle))
+            if (i + 1) % 100 == 0:
+                log.log({f"global_{k}": float(np.mean(v[-100:])) for k, v in glob.items()}
+                        | {"loss": float(np.mean(losses[-100:]))}, step=i)
+            ck.after_step(i + 1, {}, lambda: {"lists": kept}, time.time() - start)
     content = {"losses": losses, "task": cfg.task, "learner": cfg.learner, "network": net.name,
                "optimizer_hps": dict(cfg.hps), "n_samples": cfg.n_samples, "seed": cfg.seed,
                "global_correlations": glob, "layerwise_correlations": layer,
@@ -307,6 +340,7 @@ def run_utility(cfg: RunConfig, config_for_log: dict | None = None, features: bo
                             "time_elapsed": round(time.time() - start, 3)}}
     _write_result(path, content)
     log.close()
+    ck.finish()
     return path, content
 
 

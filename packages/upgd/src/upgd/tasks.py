@@ -8,13 +8,13 @@ original's new DataLoader iterator did. All randomness comes from one seeded gen
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from forgetting_common.data import DatasetError, load_cifar, load_emnist, load_mnist
 from forgetting_common.errors import UserError
+from forgetting_common.safeload import load_pickle
 from forgetting_common.seeding import make_generator
 
 
@@ -75,20 +75,18 @@ IMAGES_FILE = "mini-imagenet_data.pkl"
 
 
 def _unpickle(path: Path):
-    try:
-        with open(path, "rb") as handle:
-            return pickle.load(handle)
-    except (pickle.UnpicklingError, EOFError, OSError, ValueError) as err:
-        raise DatasetError(f"cannot read {path}: {err}") from err
+    """A data pickle through the restricted unpickler (plain containers and NumPy arrays only)."""
+    return load_pickle(path, what="mini-ImageNet file")
 
 
 def load_mini_imagenet(root: Path) -> Source:
     """2048-d ResNet-50 features of mini-ImageNet (100 classes), as the original used them.
 
     Reads ``ROOT/mini-imagenet_targets.pkl`` and the feature matrix ``ROOT/processed_imagenet.pkl``
-    (the original's cache: a pickled float tensor ``[N, 2048]``). Without the feature file but
-    with ``ROOT/mini-imagenet_data.pkl`` (uint8 images ``[N, H, W, 3]``) the features are computed
-    once with torchvision's ImageNet ResNet-50 and cached there.
+    (a pickled NumPy float array ``[N, 2048]``; the original cached a pickled torch tensor, which
+    the restricted unpickler refuses: delete that file to recompute it). Without the feature file
+    but with ``ROOT/mini-imagenet_data.pkl`` (uint8 images ``[N, H, W, 3]``) the features are
+    computed once with torchvision's ImageNet ResNet-50 and cached there.
     """
     layout = (f"{root}/{TARGETS_FILE} and {root}/{FEATURES_FILE} (or {root}/{IMAGES_FILE} to compute it); "
               "set --data_dir or FORGETTING_DATA")
@@ -96,12 +94,15 @@ def load_mini_imagenet(root: Path) -> Source:
         raise DatasetError(f"mini-ImageNet not found: expected {layout}")
     targets = torch.as_tensor(_unpickle(root / TARGETS_FILE), dtype=torch.int64).reshape(-1)
     if (root / FEATURES_FILE).is_file():
-        feats = torch.as_tensor(_unpickle(root / FEATURES_FILE), dtype=torch.float32)
+        try:
+            feats = torch.as_tensor(_unpickle(root / FEATURES_FILE), dtype=torch.float32)
+        except UserError as err:
+            raise DatasetError(f"{err}; delete it to recompute the features from {root}/{IMAGES_FILE}") from err
     elif (root / IMAGES_FILE).is_file():
         feats = compute_resnet_features(torch.as_tensor(_unpickle(root / IMAGES_FILE)))
         from forgetting_common.atomic import atomic_pickle_dump
 
-        atomic_pickle_dump(feats, root / FEATURES_FILE)
+        atomic_pickle_dump(feats.numpy(), root / FEATURES_FILE)  # plain NumPy: loads without running code
     else:
         raise DatasetError(f"mini-ImageNet features not found: expected {layout}")
     if feats.dim() != 2 or feats.shape[0] != targets.shape[0]:
@@ -198,6 +199,26 @@ class PermutedStream:
             self.pixel_perm = torch.randperm(self.n_inputs, generator=self.gen).to(self.device)
         self._new_pass()
 
+    def state_dict(self) -> dict:
+        """Position in the stream, the current permutations and the generator, for a checkpoint."""
+        return {
+            "step": self.step, "task_index": self.task_index, "pos": self._pos,
+            "order": torch.tensor(self._order, dtype=torch.int64),
+            "mapping": self.mapping.cpu(), "previous_mapping": self.previous_mapping.cpu(),
+            "pixel_perm": None if self.pixel_perm is None else self.pixel_perm.cpu(),
+            "generator": self.gen.get_state(),
+        }
+
+    def load_state_dict(self, saved: dict) -> None:
+        self.step, self.task_index, self._pos = int(saved["step"]), int(saved["task_index"]), int(saved["pos"])
+        self._order = saved["order"].tolist()
+        self.mapping = saved["mapping"].to(self.device)
+        self.previous_mapping = saved["previous_mapping"].to(self.device)
+        self.targets = self.mapping[self.labels]
+        perm = saved["pixel_perm"]
+        self.pixel_perm = None if perm is None else perm.to(self.device)
+        self.gen.set_state(saved["generator"])
+
     def next(self) -> tuple[torch.Tensor, torch.Tensor, bool]:
         new_task = self.step % self.change_freq == 0
         if new_task:
@@ -228,6 +249,13 @@ class UtilityStream:
         self.operands = torch.randint(0, n_inputs, (2,), generator=self.gen)
         self.source_description = "synthetic utility task"
         self.step = 0
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "generator": self.gen.get_state()}
+
+    def load_state_dict(self, saved: dict) -> None:
+        self.step = int(saved["step"])
+        self.gen.set_state(saved["generator"])
 
     def next(self):
         self.step += 1

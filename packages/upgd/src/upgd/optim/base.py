@@ -48,3 +48,23 @@ class NamedOptimizer:
 
     def step(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        """Per-tensor traces, the step count and the noise generator's state, for a checkpoint
+        (tensors and plain values only, so it loads with ``weights_only=True``)."""
+        return {
+            "t": self.t,
+            "state": [{key: value.detach().cpu().clone() for key, value in st.items()} for st in self.state],
+            "generator": self.generator.get_state() if self.generator is not None else None,
+        }
+
+    def load_state_dict(self, saved: dict) -> None:
+        """Restore what :meth:`state_dict` returned; the traces go back to each parameter's device."""
+        if len(saved["state"]) != len(self.params):
+            raise ValueError(f"the checkpoint holds optimizer state for {len(saved['state'])} tensors, "
+                             f"the network has {len(self.params)}")
+        self.t = int(saved["t"])
+        self.state = [{key: value.to(p.device) for key, value in st.items()}
+                      for st, p in zip(saved["state"], self.params)]
+        if self.generator is not None and saved["generator"] is not None:
+            self.generator.set_state(saved["generator"])
