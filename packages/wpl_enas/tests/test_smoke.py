@@ -33,7 +33,7 @@ def test_rnn_seed_wpl_gif_resume_derive_test(workdir, rnn_tiny):
     # run folder contents
     assert (run / "params.json").is_file() and (run / "config.json").is_file() and (run / "train.log").is_file()
     assert sorted(p.name for p in run.glob("*.pth")) == [
-        "controller_epoch0_step0.pth", "controller_epoch3_step9.pth", "shared_epoch0_step3.pth", "shared_epoch3_step12.pth"]
+        "checkpoint.pth", "controller_epoch0_step0.pth", "controller_epoch3_step9.pth", "shared_epoch0_step3.pth", "shared_epoch3_step12.pth"]
     assert list(run.glob("networks/*-best.png")) and list(run.glob("networks/*.dot"))
     assert list(run.glob("tensorboard/events.out.tfevents.*"))
     params = json.loads((run / "params.json").read_text())
@@ -71,7 +71,7 @@ def test_rnn_seed_wpl_gif_resume_derive_test(workdir, rnn_tiny):
     assert out["trainer"].start_epoch == 4
     assert {t["epoch"] for t in out["trainer"].wpl_trace} == {4}
     assert (run / "shared_epoch4_step15.pth").is_file()
-    assert "resuming at epoch 4" in (run / "train.log").read_text()
+    assert "continuing at epoch 4" in (run / "train.log").read_text()
 
     # derive and test modes on the saved run
     out = main(RNN_SEED + rnn_tiny + ["--mode=derive", "--load_path=ptb_2018-02-15_11-20-02"])
@@ -106,10 +106,11 @@ def test_cnn_seed_then_resume_with_wpl(workdir, cnn_tiny, caplog):
     out = main(CNN_SEED + cnn_tiny + ["--max_epoch=6", "--start_using_fisher=4"])
     trainer = out["trainer"]
     assert trainer.start_epoch == 4
-    assert "resuming at epoch 4" in (run / "train.log").read_text()
+    assert "continuing at epoch 4" in (run / "train.log").read_text()
     assert any(t["wpl"] > 0 for t in trainer.wpl_trace)
     epochs = epoch_records(run)
-    assert epochs[4]["epoch/alpha"] == 60.0 and epochs[5]["epoch/alpha"] == 60.0  # no α decay on the CNN path
+    # the CNN path passes no epoch (the original's default 0 < --alpha_decay_after=15): no decay
+    assert epochs[4]["epoch/alpha"] == 60.0 and epochs[5]["epoch/alpha"] == 60.0
     for name, _ in trainer.shared.protected_named_params():
         assert trainer.wpl.fisher(name).norm().item() <= 10.0 * 60.0 * 1.0001
     best = json.loads((run / "best_dag.json").read_text())

@@ -86,7 +86,8 @@ def test_missing_gradient_resets_and_only_used_keys_change():
 def test_alpha_schedule_values():
     values = [alpha_schedule(e, 60.0, 1.0, 15) for e in (14, 15, 16, 73, 74, 100)]
     assert values == [60.0, 59.0, 58.0, 1.0, 0.0, 0.0]
-    assert alpha_schedule(None, 60.0, 1.0, 15) == 60.0  # the CNN path never passes the epoch
+    # the original's default epoch 0 (CNN path, train-batch update): decays only when after <= 0
+    assert [alpha_schedule(0, 60.0, 1.0, a) for a in (15, 1, 0.5, 0, -0.5, -2)] == [60.0, 60.0, 60.0, 59.0, 58.5, 57.0]
     assert alpha_schedule(20, 60.0, 0.5, 15, mode=2) == pytest.approx(60.0 * 0.5 ** 6)
     assert alpha_schedule(99, 60.0, 1.0, 15, mode=0) == 60.0
 

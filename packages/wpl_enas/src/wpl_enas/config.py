@@ -12,9 +12,17 @@ from __future__ import annotations
 import argparse
 import ast
 import logging
+import math
 from typing import Any
 
-from forgetting_common.cli import OneLineErrorParser, add_common_flags, enas_str2bool
+from forgetting_common.cli import (
+    OneLineErrorParser,
+    add_common_flags,
+    enas_str2bool,
+    fraction,
+    non_negative_float,
+    positive_float,
+)
 
 logger = logging.getLogger("wpl_enas")
 
@@ -29,6 +37,17 @@ RESUME_KEEP = ("resume", "resume_with_new_params", "max_epoch", "load_path")
 def str2bool(value: str) -> bool:
     """The original's string-to-bool: ``value.lower() in "true"`` (so ``"1"`` is False)."""
     return enas_str2bool(value)
+
+
+def finite_float(value: str) -> float:
+    """A float flag without a natural range (decays, clips where <= 0 means off): nan/inf refused."""
+    try:
+        number = float(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {value!r}") from err
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {value!r}")
+    return number
 
 
 def literal(value: str) -> Any:
@@ -46,15 +65,15 @@ def build_parser(prog: str = "main.py") -> argparse.ArgumentParser:
     cat.add_argument("--start_using_fisher", type=int, default=0, help="first epoch (0-based) with WPL on")
     cat.add_argument("--num_batch_per_iter", type=int, default=10, help="training minibatches per sampled architecture")
     cat.add_argument("--set_fisher_zero_per_iter", type=int, default=-1, help="zero the Fisher every k epochs (k > 0)")
-    cat.add_argument("--lambda_fisher", type=float, default=0.9, help="weight of the new squared gradient")
-    cat.add_argument("--fisher_clip_by_norm", type=float, default=0.0, help="per-tensor norm cap of the Fisher (0: off)")
-    cat.add_argument("--alpha_fisher", type=float, default=1.0, help="WPL strength alpha (folded into the Fisher)")
+    cat.add_argument("--lambda_fisher", type=fraction, default=0.9, help="weight of the new squared gradient")
+    cat.add_argument("--fisher_clip_by_norm", type=finite_float, default=0.0, help="per-tensor norm cap of the Fisher (0: off)")
+    cat.add_argument("--alpha_fisher", type=non_negative_float, default=1.0, help="WPL strength alpha (folded into the Fisher)")
     cat.add_argument("--momentum", type=str2bool, default=True, help="decay the old Fisher by (1 - lambda)")
-    cat.add_argument("--alpha_decay", type=float, default=2, help="alpha decay per epoch")
-    cat.add_argument("--alpha_decay_after", type=float, default=15, help="epoch at which alpha starts to decay")
+    cat.add_argument("--alpha_decay", type=finite_float, default=2, help="alpha decay per epoch")
+    cat.add_argument("--alpha_decay_after", type=finite_float, default=15, help="epoch at which alpha starts to decay")
     cat.add_argument("--alpha_decay_mode", type=int, default=1, choices=(0, 1, 2),
                      help="0: constant alpha, 1: linear (original), 2: multiplicative alpha*decay^k")
-    cat.add_argument("--alpha_small_scale", type=float, default=0.0,
+    cat.add_argument("--alpha_small_scale", type=non_negative_float, default=0.0,
                      help="accepted for the README's command line; without effect, as in the released code")
     cat.add_argument("--shared_valid_fisher", type=str2bool, default=True, help="Fisher from one validation batch per step only")
     cat.add_argument("--shared_ce_fisher", type=str2bool, default=True, help="Fisher from the cross-entropy gradient alone")
@@ -83,10 +102,10 @@ def build_parser(prog: str = "main.py") -> argparse.ArgumentParser:
     net.add_argument("--num_blocks", type=int, default=12)
     net.add_argument("--tie_weights", type=str2bool, default=True)
     net.add_argument("--controller_hid", type=int, default=100)
-    net.add_argument("--shared_wdrop", type=float, default=0.5)
-    net.add_argument("--shared_dropout", type=float, default=0.4)
-    net.add_argument("--shared_dropoute", type=float, default=0.1)
-    net.add_argument("--shared_dropouti", type=float, default=0.65)
+    net.add_argument("--shared_wdrop", type=finite_float, default=0.5)
+    net.add_argument("--shared_dropout", type=finite_float, default=0.4)
+    net.add_argument("--shared_dropoute", type=finite_float, default=0.1)
+    net.add_argument("--shared_dropouti", type=finite_float, default=0.65)
     net.add_argument("--shared_embed", type=int, default=1000)
     net.add_argument("--shared_hid", type=int, default=1000)
     net.add_argument("--shared_rnn_max_length", type=int, default=35)
@@ -95,12 +114,12 @@ def build_parser(prog: str = "main.py") -> argparse.ArgumentParser:
     net.add_argument("--shared_cnn_normal_types", type=literal, default=list(CNN_OPS))
     net.add_argument("--shared_cnn_reduce_types", type=literal, default=list(CNN_OPS))
     net.add_argument("--activation_regularization", type=str2bool, default=False)
-    net.add_argument("--activation_regularization_amount", type=float, default=2.0)
+    net.add_argument("--activation_regularization_amount", type=non_negative_float, default=2.0)
     net.add_argument("--temporal_activation_regularization", type=str2bool, default=False)
-    net.add_argument("--temporal_activation_regularization_amount", type=float, default=1.0)
+    net.add_argument("--temporal_activation_regularization_amount", type=non_negative_float, default=1.0)
     net.add_argument("--norm_stabilizer_regularization", type=str2bool, default=False)
-    net.add_argument("--norm_stabilizer_regularization_amount", type=float, default=1.0)
-    net.add_argument("--norm_stabilizer_fixed_point", type=float, default=5.0)
+    net.add_argument("--norm_stabilizer_regularization_amount", type=non_negative_float, default=1.0)
+    net.add_argument("--norm_stabilizer_fixed_point", type=finite_float, default=5.0)
     net.add_argument("--cnn_hid", type=int, default=64, help="unused, as in the original")
 
     data = parser.add_argument_group("Data")
@@ -114,28 +133,28 @@ def build_parser(prog: str = "main.py") -> argparse.ArgumentParser:
     learn.add_argument("--entropy_mode", type=str, default="reward", choices=["reward", "regularizer"])
     learn.add_argument("--policy_batch_size", type=int, default=5)
     learn.add_argument("--ppl_square", type=str2bool, default=False)
-    learn.add_argument("--reward_c", type=float, default=80, help="reward scale (80 for RNN, 1 for CNN)")
-    learn.add_argument("--ema_baseline_decay", type=float, default=0.95)
-    learn.add_argument("--discount", type=float, default=1.0)
+    learn.add_argument("--reward_c", type=non_negative_float, default=80, help="reward scale (80 for RNN, 1 for CNN)")
+    learn.add_argument("--ema_baseline_decay", type=fraction, default=0.95)
+    learn.add_argument("--discount", type=finite_float, default=1.0)
     learn.add_argument("--controller_max_step", type=int, default=1500)
     learn.add_argument("--controller_optim", type=str, default="adam", choices=["adam", "sgd"])
-    learn.add_argument("--controller_lr", type=float, default=3.5e-4)
+    learn.add_argument("--controller_lr", type=positive_float, default=3.5e-4)
     learn.add_argument("--controller_lr_cosine", type=str2bool, default=False, help="unused, as in the original")
-    learn.add_argument("--controller_lr_max", type=float, default=0.05, help="unused, as in the original")
-    learn.add_argument("--controller_lr_min", type=float, default=0.001, help="unused, as in the original")
-    learn.add_argument("--controller_grad_clip", type=float, default=0)
-    learn.add_argument("--tanh_c", type=float, default=2.5)
-    learn.add_argument("--softmax_temperature", type=float, default=5.0)
-    learn.add_argument("--entropy_coeff", type=float, default=1e-4)
+    learn.add_argument("--controller_lr_max", type=finite_float, default=0.05, help="unused, as in the original")
+    learn.add_argument("--controller_lr_min", type=finite_float, default=0.001, help="unused, as in the original")
+    learn.add_argument("--controller_grad_clip", type=finite_float, default=0)
+    learn.add_argument("--tanh_c", type=positive_float, default=2.5)
+    learn.add_argument("--softmax_temperature", type=positive_float, default=5.0)
+    learn.add_argument("--entropy_coeff", type=non_negative_float, default=1e-4)
     learn.add_argument("--shared_initial_step", type=int, default=0)
     learn.add_argument("--shared_max_step", type=int, default=50, help="a shared phase runs max_step + 1 architectures")
     learn.add_argument("--shared_num_sample", type=int, default=1)
     learn.add_argument("--shared_optim", type=str, default="sgd", choices=["sgd"])
-    learn.add_argument("--shared_lr", type=float, default=20.0)
-    learn.add_argument("--shared_decay", type=float, default=0.96)
-    learn.add_argument("--shared_decay_after", type=float, default=15)
-    learn.add_argument("--shared_l2_reg", type=float, default=1e-7)
-    learn.add_argument("--shared_grad_clip", type=float, default=0.25)
+    learn.add_argument("--shared_lr", type=positive_float, default=20.0)
+    learn.add_argument("--shared_decay", type=positive_float, default=0.96)
+    learn.add_argument("--shared_decay_after", type=finite_float, default=15)
+    learn.add_argument("--shared_l2_reg", type=non_negative_float, default=1e-7)
+    learn.add_argument("--shared_grad_clip", type=non_negative_float, default=0.25)
     learn.add_argument("--derive_num_sample", type=int, default=100)
 
     misc = parser.add_argument_group("Misc")
@@ -186,6 +205,8 @@ def parse_args(argv: list[str] | None = None, prog: str = "main.py") -> tuple[ar
             raise UserError(f"--{name} must be positive, got {getattr(args, name)}")
     if args.max_epoch < 0 or args.shared_max_step < 0:
         raise UserError("--max_epoch and --shared_max_step must not be negative")
+    if not 0 <= args.random_seed < 2 ** 32:
+        raise UserError(f"--random_seed must be in [0, 2**32), got {args.random_seed}")
     if args.num_gpu < 0 or args.num_gpu > 1:
         raise UserError(f"--num_gpu={args.num_gpu}: only 0 (CPU) or 1 GPU is supported, as in the original")
     for name in ("shared_dropout", "shared_dropoute", "shared_dropouti", "shared_wdrop"):

@@ -92,6 +92,12 @@ class TextData:
             if getattr(self, name).size(0) < 2:
                 raise DatasetError(f"{path}: the {name} split is too short for the batch size")
 
+    def state_dict(self) -> dict:
+        return {}  # the text positions restart with every phase: nothing carries over an epoch
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
 
 def get_batch(source: torch.Tensor, idx: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows ``idx…idx+len-1`` as inputs and ``idx+1…idx+len`` (flattened) as targets."""
@@ -147,6 +153,14 @@ class ImageData:
             x = augment_batch(x, crop_padding=4, flip=True, generator=self.generator)
         return self.train.normalise(x), self.train.labels[idx]
 
+    def state_dict(self) -> dict:
+        """Where the shuffled pass stands (it runs across epochs) and the generator behind it."""
+        return {"generator": self.generator.get_state(), "order": self._order, "pos": self._pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self._order, self._pos = state["order"], int(state["pos"])
+
     def valid_batch(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         nb = self.valid.num_batches(self.batch_size)
         return self.valid.batch(i % nb, self.batch_size)
@@ -192,7 +206,7 @@ def _read_image(path: Path, height: int, width: int) -> np.ndarray:
             if img.size != (width, height):
                 img = img.resize((width, height), Image.BILINEAR)
             return np.asarray(img, dtype=np.uint8)
-    except OSError as err:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise DatasetError(f"cannot read image {path} ({err})") from err
 
 
@@ -209,7 +223,10 @@ def read_image_split(folder: Path, height: int, width: int, classes: list[str] |
         for d in subdirs:
             if d.name not in index:
                 raise DatasetError(f"{d}: class {d.name!r} is not among the training classes {names}")
-            files += [(f, index[d.name]) for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+            found = [(f, index[d.name]) for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+            if not found:
+                raise DatasetError(f"class folder {d} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            files += found
     else:
         flat = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
         labels_csv = folder / "labels.csv"

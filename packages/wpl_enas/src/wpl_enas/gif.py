@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> Path | None:
         raise UserError("--model_name is required (a run folder under --log_dir, e.g. ptb_2018-02-15_11-20-02)")
     if args.max_frame <= 0:
         raise UserError(f"--max_frame must be positive, got {args.max_frame}")
+    print(f"generate_gif.py: drawings of {Path(args.log_dir) / args.model_name} -> {args.output}", file=sys.stderr)
     out = make_gif(Path(args.log_dir) / args.model_name, args.output, args.max_frame, args.title)
     if not args.quiet:
         print(f"wrote {out}", file=sys.stderr)

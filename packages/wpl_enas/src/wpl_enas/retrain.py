@@ -19,10 +19,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from forgetting_common.atomic import atomic_torch_save, atomic_write_json
-from forgetting_common.cli import config_dict
+from forgetting_common.cli import config_dict, positive_int
 from forgetting_common.errors import UserError
-from forgetting_common.runlog import RunLog, progress
-from forgetting_common.seeding import seed_everything
+from forgetting_common.runlog import EMPTY_STATE, RunLog, progress
+from forgetting_common.safeload import load_checkpoint
+from forgetting_common.seeding import get_rng_state, seed_everything, set_rng_state
 
 from wpl_enas.config import build_parser
 from wpl_enas.dags import MicroArchi, dag_from_json, describe
@@ -36,13 +37,15 @@ from wpl_enas.data import (
 from wpl_enas.run import pick_device, resolve_names, setup_logging
 
 logger = logging.getLogger("wpl_enas")
+RESUME_FILE = "checkpoint.pth"
 
 
 def parse(argv):
     parser = build_parser("retrain.py")
     group = parser.add_argument_group("retrain")
     group.add_argument("--dag", type=str, default="", help="best_dag.json to train (default: the run's own)")
-    group.add_argument("--retrain_epochs", type=int, default=None, help="epochs of training (default --max_epoch)")
+    group.add_argument("--retrain_epochs", type=positive_int, default=None,
+                       help="epochs of training (default --max_epoch)")
     group.add_argument("--output_dir", type=str, default="", help="default {log_dir}/{model_name}_retrain")
     group.add_argument("--overwrite", action="store_true", help="replace an existing results.json")
     args, unparsed = parser.parse_known_args(argv)
@@ -76,23 +79,76 @@ def main(argv: list[str] | None = None) -> dict:
     if (kind == "text") == isinstance(dag, MicroArchi):
         raise UserError(f"{dag_path} holds a {'micro-CNN' if isinstance(dag, MicroArchi) else 'RNN'} cell but "
                         f"--dataset={args.dataset} is {'text' if kind == 'text' else 'images'}")
+    if args.retrain_epochs <= 0:
+        raise UserError(f"--retrain_epochs (default --max_epoch) must be positive, got {args.retrain_epochs}")
+    logger.info("output folder: %s", out_dir)
+    state, log_state = None, None
+    started = (out_dir / "config.json").exists()
+    if args.resume:
+        state = read_state(out_dir)
+        if state is not None:
+            log_state = state["runlog"]
+        elif started:
+            logger.warning("--resume=True but %s holds no %s: retraining again from epoch 0", out_dir, RESUME_FILE)
+            log_state = EMPTY_STATE
+    elif started and not args.overwrite:
+        raise UserError(f"{out_dir} holds an unfinished retrain; pass --resume=True to continue it "
+                        "or --overwrite to start again")
     seed_everything(args.random_seed)
-    runlog = RunLog.create(out_dir, config_dict(args), overwrite=True, tensorboard=args.use_tensorboard,
-                           quiet=args.quiet)
+    runlog = RunLog.create(out_dir, config_dict(args), resume=bool(args.resume), overwrite=not args.resume,
+                           resume_state=log_state, tensorboard=args.use_tensorboard, quiet=args.quiet)
+    if state is None:
+        (out_dir / RESUME_FILE).unlink(missing_ok=True)  # an earlier attempt's, not this run's
     logger.info("retraining %s", describe(dag))
     try:
         if kind == "text":
-            result = _retrain_rnn(args, dag, root, device, runlog, out_dir)
+            result = _retrain_rnn(args, dag, root, device, runlog, out_dir, state)
         else:
-            result = _retrain_cnn(args, dag, root, kind, device, runlog, out_dir)
+            result = _retrain_cnn(args, dag, root, kind, device, runlog, out_dir, state)
         result["dag"] = record
         atomic_write_json(out_dir / "results.json", result)
+    except KeyboardInterrupt:
+        logger.warning("interrupted; %s holds the last finished epoch: continue with --resume=True",
+                       out_dir / RESUME_FILE)
+        raise
     finally:
         runlog.close()
     return result
 
 
-def _retrain_rnn(args, dag, root, device, runlog, out_dir) -> dict:
+def read_state(out_dir: Path) -> dict | None:
+    path = out_dir / RESUME_FILE
+    if not path.exists():
+        return None
+    state = load_checkpoint(path, "cpu", what="resume checkpoint")
+    if not isinstance(state, dict) or "epoch" not in state or "model" not in state:
+        raise UserError(f"resume checkpoint {path} was not written by retrain.py")
+    return state
+
+
+def save_state(out_dir: Path, runlog, model, opt, data, epoch: int, best: float, best_epoch: int) -> None:
+    """Everything the next epoch needs, written atomically after every epoch."""
+    atomic_torch_save({"epoch": epoch, "model": model.state_dict(), "optim": opt.state_dict(), "best": best,
+                       "best_epoch": best_epoch, "data": data.state_dict(), "rng": get_rng_state(),
+                       "runlog": runlog.checkpoint_state()}, out_dir / RESUME_FILE)
+
+
+def restore_state(state: dict | None, model, opt, data, best: float) -> tuple[int, float, int]:
+    """(first epoch to run, best figure, best epoch); a fresh start without a state."""
+    if state is None:
+        return 0, best, -1
+    try:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optim"])
+    except (RuntimeError, KeyError, ValueError) as err:
+        raise UserError(f"resume checkpoint does not fit this configuration: {str(err).splitlines()[0]}") from err
+    data.load_state_dict(state["data"])
+    set_rng_state(state["rng"])
+    logger.info("resumed after retrain epoch %d", state["epoch"])
+    return int(state["epoch"]) + 1, float(state["best"]), int(state["best_epoch"])
+
+
+def _retrain_rnn(args, dag, root, device, runlog, out_dir, state) -> dict:
     from wpl_enas.models.shared_rnn import SharedRNN
 
     data = TextData(root / args.dataset, args.batch_size, args.test_batch_size, device,
@@ -115,8 +171,8 @@ def _retrain_rnn(args, dag, root, device, runlog, out_dir) -> dict:
         model.train()
         return math.exp(min(total / rows, 50.0))
 
-    best, best_epoch, step = math.inf, -1, 0
-    for epoch in progress(range(args.retrain_epochs), quiet=args.quiet, desc="retrain"):
+    start, best, best_epoch = restore_state(state, model, opt, data, math.inf)
+    for epoch in progress(range(start, args.retrain_epochs), quiet=args.quiet, desc="retrain"):
         t0 = time.time()
         lr = args.shared_lr * args.shared_decay ** max(epoch - args.shared_decay_after + 1, 0)
         for g in opt.param_groups:
@@ -135,21 +191,21 @@ def _retrain_rnn(args, dag, root, device, runlog, out_dir) -> dict:
             opt.step()
             total += loss.item()
             batches += 1
-            step += 1
         valid_ppl = evaluate(data.eval)
         runlog.log({"retrain/train_ppl": math.exp(min(total / batches, 50)), "retrain/valid_ppl": valid_ppl,
-                    "retrain/lr": lr, "retrain/seconds": time.time() - t0}, step=epoch)
-        logger.info("retrain epoch %d | valid ppl %.2f", epoch, valid_ppl)
+                    "retrain/lr": lr}, step=epoch)
+        logger.info("retrain epoch %d | valid ppl %.2f | %.1f s", epoch, valid_ppl, time.time() - t0)
         if valid_ppl < best:
             best, best_epoch = valid_ppl, epoch
             atomic_torch_save(model.state_dict(), out_dir / "best_model.pth")
-    model.load_state_dict(torch.load(out_dir / "best_model.pth", map_location=device))
+        save_state(out_dir, runlog, model, opt, data, epoch, best, best_epoch)
+    model.load_state_dict(load_checkpoint(out_dir / "best_model.pth", device))
     test_ppl = evaluate(data.test)
     logger.info("retrain best epoch %d | valid ppl %.2f | test ppl %.2f", best_epoch, best, test_ppl)
     return {"kind": "rnn", "best_epoch": best_epoch, "valid_ppl": best, "test_ppl": test_ppl}
 
 
-def _retrain_cnn(args, arch, root, kind, device, runlog, out_dir) -> dict:
+def _retrain_cnn(args, arch, root, kind, device, runlog, out_dir, state) -> dict:
     from wpl_enas.models.shared_cnn import SharedMicroCNN
 
     data = load_image_data(args, root, kind, device)
@@ -168,9 +224,9 @@ def _retrain_cnn(args, arch, root, kind, device, runlog, out_dir) -> dict:
         model.train()
         return correct / len(split)
 
-    best, best_epoch = -1.0, -1
+    start, best, best_epoch = restore_state(state, model, opt, data, -1.0)
     per_epoch = max(1, len(data.train) // args.batch_size)
-    for epoch in progress(range(args.retrain_epochs), quiet=args.quiet, desc="retrain"):
+    for epoch in progress(range(start, args.retrain_epochs), quiet=args.quiet, desc="retrain"):
         lr = args.shared_lr * args.shared_decay ** max(epoch - args.shared_decay_after + 1, 0)
         for g in opt.param_groups:
             g["lr"] = lr
@@ -186,7 +242,8 @@ def _retrain_cnn(args, arch, root, kind, device, runlog, out_dir) -> dict:
         if acc > best:
             best, best_epoch = acc, epoch
             atomic_torch_save(model.state_dict(), out_dir / "best_model.pth")
-    model.load_state_dict(torch.load(out_dir / "best_model.pth", map_location=device))
+        save_state(out_dir, runlog, model, opt, data, epoch, best, best_epoch)
+    model.load_state_dict(load_checkpoint(out_dir / "best_model.pth", device))
     test_acc = evaluate(data.test)
     return {"kind": "micro_cnn", "best_epoch": best_epoch, "valid_acc": best, "test_acc": test_acc,
             "test_error_pct": 100 * (1 - test_acc)}

@@ -13,24 +13,37 @@ from forgetting_common.atomic import atomic_write_json
 from forgetting_common.cli import config_dict
 from forgetting_common.device import resolve_device
 from forgetting_common.errors import UserError
-from forgetting_common.runlog import RunLog
+from forgetting_common.runlog import EMPTY_STATE, RunLog
 from forgetting_common.seeding import seed_everything
 
+from wpl_enas import checkpoint
+from wpl_enas.checkpoint import find_checkpoint
 from wpl_enas.config import parse_args
 from wpl_enas.data import TextData, dataset_kind, load_image_data, resolve_data_dir
-from wpl_enas.trainer import CNNTrainer, RNNTrainer, find_checkpoint
+from wpl_enas.trainer import CNNTrainer, RNNTrainer
 
 logger = logging.getLogger("wpl_enas")
 LOG_FORMAT = "%(asctime)s:%(levelname)s::%(message)s"
-RUN_MARKERS = ("params.json", "forgetting.jsonl", "metrics.jsonl")
+RUN_MARKERS = ("params.json", "forgetting.jsonl", "metrics.jsonl", "config.json", checkpoint.RESUME_FILE)
+
+
+class CurrentStderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (the handler outlives one run in-process)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
 
 
 def setup_logging(level: str = "INFO") -> None:
     logger.setLevel({"WARN": logging.WARNING}.get(level, getattr(logging, level, logging.INFO)))
-    if not any(getattr(h, "_wpl_stderr", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, CurrentStderr) for h in logger.handlers):
+        handler = CurrentStderr()
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        handler._wpl_stderr = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
     logger.propagate = False
 
@@ -73,6 +86,42 @@ def has_run(model_dir: Path) -> bool:
     return model_dir.is_dir() and (any((model_dir / m).exists() for m in RUN_MARKERS) or any(model_dir.glob("*.pth")))
 
 
+def plan_start(args, model_dir: Path) -> tuple[bool, dict | None, bool]:
+    """How the run starts: (load the original's pair, resume checkpoint state, restart a folder)."""
+    if args.mode in ("derive", "test"):
+        if args.load_path and not model_dir.is_dir():
+            raise UserError(f"--load_path={args.load_path}: run folder {model_dir} does not exist")
+        if (args.load_path or args.resume) and find_checkpoint(model_dir) is not None:
+            return True, None, False
+        raise UserError(f"--mode={args.mode} needs --load_path=<run folder> holding a checkpoint pair "
+                        "shared_epochE_stepS.pth / controller_epochE_stepC.pth")
+    if args.load_path:  # the original's way to continue a run
+        if not model_dir.is_dir():
+            raise UserError(f"--load_path={args.load_path}: run folder {model_dir} does not exist")
+        state = checkpoint.read_resume(model_dir)
+        if state is not None:
+            return False, state, False
+        if find_checkpoint(model_dir) is None:
+            raise UserError(f"--load_path={args.load_path}: {model_dir} holds neither {checkpoint.RESUME_FILE} "
+                            "nor a checkpoint pair shared_epochE_stepS.pth / controller_epochE_stepC.pth")
+        logger.warning("%s holds no %s: continuing from the newest weight pair (optimiser, RNG and Fisher "
+                       "state start afresh, logs are appended)", model_dir, checkpoint.RESUME_FILE)
+        return True, None, False
+    if not has_run(model_dir):
+        if args.resume:
+            logger.info("--resume=True and no earlier run in %s: starting a new run", model_dir)
+        return False, None, False
+    if not args.resume:
+        raise UserError(f"run folder {model_dir} already holds a run; pass --resume=True to continue it, "
+                        "or choose another --comment")
+    state = checkpoint.read_resume(model_dir)
+    if state is None:
+        logger.warning("--resume=True but %s holds no %s (stopped before its first epoch ended): starting it "
+                       "again from epoch 0", model_dir, checkpoint.RESUME_FILE)
+        return False, None, True
+    return False, state, False
+
+
 def main(argv: list[str] | None = None) -> dict:
     args, unparsed = parse_args(argv)
     resolve_names(args)
@@ -90,29 +139,8 @@ def main(argv: list[str] | None = None) -> dict:
                        "released code, has no effect", args.alpha_small_scale)
 
     model_dir = Path(args.model_dir)
-    load = False
-    if args.load_path:
-        if not model_dir.is_dir():
-            raise UserError(f"--load_path={args.load_path}: run folder {model_dir} does not exist")
-        if find_checkpoint(model_dir) is None:
-            raise UserError(f"--load_path={args.load_path}: {model_dir} holds no checkpoint pair "
-                            "shared_epochE_stepS.pth / controller_epochE_stepC.pth")
-        load = True
-    elif args.mode in ("derive", "test"):
-        if args.resume and find_checkpoint(model_dir) is not None:
-            load = True
-        else:
-            raise UserError(f"--mode={args.mode} needs --load_path=<run folder> with checkpoints")
-    elif has_run(model_dir):
-        if not args.resume:
-            raise UserError(f"run folder {model_dir} already holds a run; pass --resume=True to continue it, "
-                            "or choose another --comment")
-        if find_checkpoint(model_dir) is not None:
-            load = True
-        else:
-            logger.info("--resume=True but %s holds no checkpoint: starting from scratch", model_dir)
-    elif args.resume:
-        logger.info("--resume=True and no earlier run in %s: starting a new run", model_dir)
+    logger.info("run folder: %s", model_dir)
+    load_pair, resume_state, restart = plan_start(args, model_dir)
 
     root = resolve_data_dir(args.data_dir, args.dataset)
     kind = dataset_kind(root, args.dataset)
@@ -146,11 +174,18 @@ def main(argv: list[str] | None = None) -> dict:
         config = config_dict(args)
         if args.mode == "train":
             atomic_write_json(model_dir / "params.json", dict(sorted(config.items())), indent=4)
-        runlog = RunLog.create(model_dir, config, resume=True, tensorboard=args.use_tensorboard, quiet=args.quiet)
+            if resume_state is not None or restart:
+                checkpoint.rewind_outputs(model_dir, resume_state)
+        log_state = resume_state["runlog"] if resume_state is not None else (EMPTY_STATE if restart else None)
+        runlog = RunLog.create(model_dir, config, resume=True, resume_state=log_state,
+                               tensorboard=args.use_tensorboard, quiet=args.quiet)
         trainer_cls = RNNTrainer if kind == "text" else CNNTrainer
         trainer = trainer_cls(args, data, device, runlog, model_dir)
-        if load:
-            trainer.load_model(load_shared=not (args.resume_with_new_params and args.mode == "train"))
+        load_shared = not (args.resume_with_new_params and args.mode == "train")
+        if resume_state is not None:
+            checkpoint.restore(trainer, resume_state, load_shared=load_shared)
+        elif load_pair:
+            trainer.load_model(load_shared=load_shared)
         if args.mode == "train":
             trainer.train()
             result = {"trainer": trainer}

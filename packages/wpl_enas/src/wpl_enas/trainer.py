@@ -9,21 +9,19 @@ last epoch) derive + evaluate + checkpoint → shared learning-rate decay.
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import math
-import re
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from forgetting_common.atomic import atomic_torch_save, atomic_write_json
-from forgetting_common.errors import UserError
+from forgetting_common.atomic import atomic_write_json
 from forgetting_common.runlog import progress
 
+from wpl_enas import checkpoint
 from wpl_enas.dags import MicroArchi, dag_to_genotype, dag_to_json, dag_to_keys, describe
 from wpl_enas.data import get_batch
 from wpl_enas.models.controller import CNNMicroController, RNNController
@@ -34,8 +32,6 @@ from wpl_enas.wpl import WPL
 
 logger = logging.getLogger("wpl_enas")
 
-CKPT_RE = re.compile(r"^(shared|controller)_epoch(\d+)_step(\d+)\.pth$")
-
 
 def discount(rewards: np.ndarray, gamma: float) -> np.ndarray:
     """Reverse discounted cumulative sum: r'_t = Σ_{k ≥ t} γ^{k−t} r_k."""
@@ -45,20 +41,6 @@ def discount(rewards: np.ndarray, gamma: float) -> np.ndarray:
         running = rewards[t] + gamma * running
         out[t] = running
     return out
-
-
-def find_checkpoint(model_dir: Path) -> tuple[int, int, int] | None:
-    """The newest epoch E holding both files; returns (E, shared step S, controller step C)."""
-    found: dict[int, dict[str, int]] = {}
-    for path in model_dir.glob("*.pth"):
-        m = CKPT_RE.match(path.name)
-        if m:
-            found.setdefault(int(m.group(2)), {})[m.group(1)] = int(m.group(3))
-    complete = [e for e, kinds in found.items() if {"shared", "controller"} <= kinds.keys()]
-    if not complete:
-        return None
-    epoch = max(complete)
-    return epoch, found[epoch]["shared"], found[epoch]["controller"]
 
 
 class BaseTrainer:
@@ -121,8 +103,8 @@ class BaseTrainer:
         for group in self.shared_optim.param_groups:
             group["lr"] = lr
 
-    def fisher_epoch(self) -> int | None:
-        """Epoch passed to the Fisher update of the validation batch (None: α never decays)."""
+    def fisher_epoch(self) -> int:
+        """Epoch passed to the Fisher update of the validation batch (the α schedule's argument)."""
         return self.epoch
 
     def wpl_keys(self, dag):
@@ -134,39 +116,55 @@ class BaseTrainer:
         if args.shared_initial_step > 0 and self.start_epoch == 0:
             self.train_shared(min(args.shared_max_step, args.shared_initial_step))
             self.train_controller()
+        if self.start_epoch >= args.max_epoch:
+            logger.info("the run already went through epoch %d of --max_epoch=%d: nothing left to train",
+                        self.start_epoch - 1, args.max_epoch)
         epochs = range(self.start_epoch, args.max_epoch)
         for epoch in progress(epochs, quiet=self.quiet, desc="epochs"):
             self.epoch = epoch
-            if epoch >= args.start_using_fisher and not self.wpl_on:
-                self.wpl_on = True
-                logger.info("epoch %d: weight plasticity loss switched on", epoch)
-            if args.set_fisher_zero_per_iter > 0 and epoch % args.set_fisher_zero_per_iter == 0:
-                self.wpl.reset_fisher()
-            t0 = time.time()
-            self.train_shared()
-            trained_controller = bool(args.train_controller and
-                                      args.start_training_controller <= epoch < args.stop_training_controller)
-            if trained_controller:
-                self.train_controller()
-            summary = {"epoch/wpl_on": int(self.wpl_on), "epoch/alpha": self.alpha_in_effect(epoch),
-                       "epoch/shared_lr": self.shared_optim.param_groups[0]["lr"],
-                       "epoch/controller_trained": int(trained_controller)}
-            stats = self.wpl.fisher_norm_stats()
-            summary.update({"epoch/fisher_norm_mean": stats["mean"], "epoch/fisher_norm_max": stats["max"]})
-            if epoch % args.save_epoch == 0 or epoch == args.max_epoch - 1:
-                with torch.no_grad():
-                    best = self.derive()
-                    summary.update(self.evaluate(self.eval_source(), best, "val_best"))
-                self.save_model()
-            summary["epoch/seconds"] = round(time.time() - t0, 3)
-            self.log(summary, step=epoch)
-            logger.info("epoch %d done: %s", epoch, json.dumps({k.split("/")[1]: v for k, v in summary.items()}))
-            if epoch >= args.shared_decay_after:
-                self.set_shared_lr(self.shared_lr_at(epoch))
+            try:
+                self.train_epoch(epoch)
+            except KeyboardInterrupt:
+                done = (f"{checkpoint.RESUME_FILE} holds the run after epoch {epoch - 1}"
+                        if (self.model_dir / checkpoint.RESUME_FILE).exists() else "no epoch was completed")
+                logger.warning("interrupted in epoch %d; %s in %s: continue it with --resume=True",
+                               epoch, done, self.model_dir)
+                raise
+            checkpoint.save_resume(self)
 
-    def alpha_in_effect(self, epoch: int) -> float:
-        fe = self.fisher_epoch()
-        return self.wpl.alpha_at(epoch if fe is not None else None)
+    def train_epoch(self, epoch: int) -> None:
+        args = self.args
+        if epoch >= args.start_using_fisher and not self.wpl_on:
+            self.wpl_on = True
+            logger.info("epoch %d: weight plasticity loss switched on", epoch)
+        if args.set_fisher_zero_per_iter > 0 and epoch % args.set_fisher_zero_per_iter == 0:
+            self.wpl.reset_fisher()
+        t0 = time.time()
+        self.train_shared()
+        trained_controller = bool(args.train_controller and
+                                  args.start_training_controller <= epoch < args.stop_training_controller)
+        if trained_controller:
+            self.train_controller()
+        summary = {"epoch/wpl_on": int(self.wpl_on), "epoch/alpha": self.alpha_in_effect(),
+                   "epoch/shared_lr": self.shared_optim.param_groups[0]["lr"],
+                   "epoch/controller_trained": int(trained_controller)}
+        stats = self.wpl.fisher_norm_stats()
+        summary.update({"epoch/fisher_norm_mean": stats["mean"], "epoch/fisher_norm_max": stats["max"]})
+        evals = {}
+        if epoch % args.save_epoch == 0 or epoch == args.max_epoch - 1:
+            with torch.no_grad():
+                best = self.derive()
+                evals = self.evaluate(self.eval_source(), best, "val_best")  # logged there, once
+            self.save_model()
+        self.log(summary, step=epoch)  # wall-clock time only in the `time` column: resumed logs stay equal
+        logger.info("epoch %d done in %.1f s: %s", epoch, time.time() - t0,
+                    json.dumps({k.split("/")[1]: v for k, v in {**summary, **evals}.items()}))
+        if epoch >= args.shared_decay_after:
+            self.set_shared_lr(self.shared_lr_at(epoch))
+
+    def alpha_in_effect(self) -> float:
+        """α of the validation-batch update, the last Fisher update of every step."""
+        return self.wpl.alpha_at(self.fisher_epoch())
 
     def train_shared(self, max_step: int | None = None) -> None:
         args = self.args
@@ -178,7 +176,7 @@ class BaseTrainer:
         dags_eval, before = [], []
         acc = {"loss": 0.0, "ce": 0.0, "wpl": 0.0, "correct": 0.0, "n": 0}
         nb = args.num_batch_per_iter
-        for step in range(max_step + 1):
+        for step in progress(range(max_step + 1), quiet=self.quiet, desc=f"epoch {self.epoch} shared", leave=False):
             with torch.no_grad():
                 dags = self.controller.sample(args.shared_num_sample)
             dags_eval.append(dags[0])
@@ -189,8 +187,8 @@ class BaseTrainer:
                 loss = ce + wpl_term + rest
                 self.shared_optim.zero_grad(set_to_none=False)
                 if self.wpl_on and not args.shared_valid_fisher and b == nb - 1:
-                    # The last training batch of the step also updates the Fisher (no epoch: α
-                    # does not decay here). With shared_ce_fisher the gradient of the CE alone is
+                    # The last training batch of the step also updates the Fisher. The original
+                    # passes no epoch here, so its default 0 goes into the α schedule. With shared_ce_fisher the gradient of the CE alone is
                     # used; it is snapshotted so that the rest of the loss can still go backward
                     # through the (saved) Fisher before the Fisher changes.
                     other = wpl_term + rest
@@ -200,10 +198,10 @@ class BaseTrainer:
                         snapshot = self.wpl.grad_snapshot(keys)
                         if other.requires_grad:
                             other.backward()
-                        self.wpl.update_fisher(keys, None, grads=snapshot)
+                        self.wpl.update_fisher(keys, 0, grads=snapshot)
                     else:
                         loss.backward()
-                        self.wpl.update_fisher(keys, None)
+                        self.wpl.update_fisher(keys, 0)
                 else:
                     loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.shared.parameters(), args.shared_grad_clip)
@@ -258,7 +256,8 @@ class BaseTrainer:
         baseline = None
         hist = {"reward": [], "entropy": [], "adv": []}
         total_loss = 0.0
-        for step in range(args.controller_max_step):
+        for step in progress(range(args.controller_max_step), quiet=self.quiet, desc=f"epoch {self.epoch} controller",
+                             leave=False):
             dags, log_probs, entropies = self.controller.sample(args.policy_batch_size, with_details=True)
             np_ent = entropies.detach().cpu().numpy()
             with torch.no_grad():
@@ -329,41 +328,10 @@ class BaseTrainer:
 
     # -- checkpoints --------------------------------------------------------------------------
     def save_model(self) -> None:
-        shared_path = self.model_dir / f"shared_epoch{self.epoch}_step{self.shared_step}.pth"
-        ctrl_path = self.model_dir / f"controller_epoch{self.epoch}_step{self.controller_step}.pth"
-        atomic_torch_save(self.shared.state_dict(), shared_path)
-        atomic_torch_save(self.controller.state_dict(), ctrl_path)
-        logger.info("saved %s and %s", shared_path.name, ctrl_path.name)
-        epochs = sorted({int(CKPT_RE.match(Path(p).name).group(2)) for p in glob.glob(str(self.model_dir / "*.pth"))
-                         if CKPT_RE.match(Path(p).name)})
-        for old in epochs[:-self.args.max_save_num]:
-            for p in self.model_dir.glob(f"*_epoch{old}_step*.pth"):
-                p.unlink(missing_ok=True)
+        checkpoint.save_pair(self)
 
     def load_model(self, load_shared: bool = True) -> int:
-        found = find_checkpoint(self.model_dir)
-        if found is None:
-            raise UserError(f"no checkpoint pair shared_epochE_stepS.pth / controller_epochE_stepC.pth in {self.model_dir}")
-        epoch, s_step, c_step = found
-        try:
-            if load_shared:
-                state = torch.load(self.model_dir / f"shared_epoch{epoch}_step{s_step}.pth", map_location=self.device)
-                self.shared.load_state_dict(state)
-            state = torch.load(self.model_dir / f"controller_epoch{epoch}_step{c_step}.pth", map_location=self.device)
-            self.controller.load_state_dict(state)
-        except (RuntimeError, OSError, KeyError) as err:
-            raise UserError(f"checkpoint of epoch {epoch} in {self.model_dir} does not fit this configuration: "
-                            f"{str(err).splitlines()[0]}") from err
-        self.wpl.update_optimal()
-        self.epoch = epoch
-        self.start_epoch = epoch + 1
-        self.shared_step, self.controller_step = s_step, c_step
-        self.wpl_on = epoch + 1 > self.args.start_using_fisher
-        if epoch >= self.args.shared_decay_after:
-            self.set_shared_lr(self.shared_lr_at(epoch))
-        logger.info("[*] loaded epoch %d (shared step %d, controller step %d); resuming at epoch %d",
-                    epoch, s_step, c_step, epoch + 1)
-        return epoch
+        return checkpoint.load_pair(self, load_shared)
 
 
 class RNNTrainer(BaseTrainer):
@@ -521,8 +489,10 @@ class CNNTrainer(BaseTrainer):
         return CNNMicroController(a.num_blocks, a.shared_cnn_normal_types, a.shared_cnn_reduce_types,
                                   a.controller_hid, a.softmax_temperature, a.tanh_c, a.mode)
 
-    def fisher_epoch(self):
-        return None  # the original never passed the epoch on the CNN path: α does not decay there
+    def fisher_epoch(self) -> int:
+        # The original never passes the epoch on the CNN path: its default 0 goes into the α
+        # schedule, so α is constant unless --alpha_decay_after <= 0 (then decayed from the start).
+        return 0
 
     def eval_source(self):
         return self.data.test

@@ -20,12 +20,19 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from forgetting_common.atomic import atomic_write_bytes, atomic_write_json
-from forgetting_common.cli import OneLineErrorParser, add_common_flags, config_dict, positive_int
+from forgetting_common.atomic import atomic_torch_save, atomic_write_bytes, atomic_write_json
+from forgetting_common.cli import (
+    OneLineErrorParser,
+    add_common_flags,
+    config_dict,
+    positive_float,
+    positive_int,
+)
 from forgetting_common.data import load_mnist, resolve_root
 from forgetting_common.device import resolve_device
 from forgetting_common.errors import UserError
-from forgetting_common.runlog import RunLog, progress
+from forgetting_common.runlog import EMPTY_STATE, RunLog, progress
+from forgetting_common.safeload import load_checkpoint
 from torch import nn
 
 DEFAULT_ALPHAS = {"plain": [0.0], "l2": [0.1, 1.0], "wpl": [10.0, 100.0, 1000.0]}
@@ -38,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task_b", choices=["same", "permuted_labels"], default="same")
     p.add_argument("--shared", choices=["top", "bottom"], default="top")
     p.add_argument("--hidden", type=positive_int, default=32)
-    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--lr", type=positive_float, default=0.05)
     p.add_argument("--batch_size", type=positive_int, default=32)
     p.add_argument("--epochs_a", type=positive_int, default=20)
     p.add_argument("--epochs_b", type=positive_int, default=20)
@@ -55,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test_limit", type=positive_int, default=None, help="at most this many test samples")
     p.add_argument("--output_dir", default=None, help="default logs/two_models_<dataset>")
     p.add_argument("--overwrite", action="store_true", help="replace an existing results.json")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in --output_dir: the seeds its checkpoint.pth holds are kept")
     add_common_flags(p)
     return p
 
@@ -297,6 +306,40 @@ def plot(per_seed: list[dict], path: Path, title: str) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+RESUME_FILE = "checkpoint.pth"
+NOT_COMPARED = ("resume", "overwrite", "quiet", "print_config", "device")
+
+
+def compared_config(args) -> dict:
+    return {k: v for k, v in config_dict(args).items() if k not in NOT_COMPARED}
+
+
+def start_state(args, out_dir: Path) -> tuple[list[dict], dict | None]:
+    """(the finished seeds to keep, the RunLog resume state) for this start of the run."""
+    started = (out_dir / "config.json").exists()
+    if not args.resume:
+        if started and not args.overwrite:
+            raise UserError(f"{out_dir} holds an unfinished run; pass --resume to continue it or --overwrite "
+                            "to start again")
+        return [], None
+    path = out_dir / RESUME_FILE
+    if not path.exists():
+        if started:
+            print(f"two_models.py: {out_dir} holds no {RESUME_FILE}: starting it again", file=sys.stderr)
+        return [], EMPTY_STATE if started else None
+    state = load_checkpoint(path, what="resume checkpoint")
+    try:
+        saved, done = json.loads(state["config"]), json.loads(state["per_seed"])
+    except (TypeError, KeyError, ValueError) as err:
+        raise UserError(f"resume checkpoint {path} was not written by two_models.py") from err
+    now = json.loads(json.dumps(compared_config(args), sort_keys=True))
+    if saved != now:
+        changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+        raise UserError(f"{out_dir} was started with other flags ({', '.join(changed)}); resume it with the "
+                        "same flags, or pass --overwrite")
+    return done, state["runlog"]
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     args.output_dir = args.output_dir or f"logs/two_models_{args.dataset}"
@@ -311,25 +354,38 @@ def main(argv: list[str] | None = None) -> dict:
     if not seeds:
         raise UserError("--seeds is empty")
     out_dir = Path(args.output_dir)
+    print(f"two_models.py: output folder {out_dir}", file=sys.stderr)
     if (out_dir / "results.json").exists() and not args.overwrite:
         raise UserError(f"{out_dir}/results.json exists; pass --overwrite or choose another --output_dir")
+    done, log_state = start_state(args, out_dir)
     device = resolve_device(args.device)
     data = tuple(t.to(device) for t in load_data(args))
-    runlog = RunLog.create(out_dir, config_dict(args), overwrite=True, tensorboard=False, quiet=args.quiet)
+    runlog = RunLog.create(out_dir, config_dict(args), resume=args.resume, overwrite=not args.resume,
+                           resume_state=log_state, tensorboard=False, quiet=args.quiet)
+    if not done:
+        (out_dir / RESUME_FILE).unlink(missing_ok=True)  # an earlier attempt's, not this run's
     try:
-        per_seed = []
-        for seed in progress(seeds, quiet=args.quiet, desc="seeds"):
+        per_seed = list(done)
+        for seed in progress(seeds[len(done):], quiet=args.quiet, desc="seeds"):
             res = run_seed(args, seed, arms, data, device)
             per_seed.append(res)
             for lab, r in res["arms"].items():
                 runlog.log({"seed": seed, "arm": lab, "A_loss_before": res["A_before"]["loss"],
                             "A_loss_after": r["A_after"]["loss"], "A_loss_rise": r["A_loss_rise"],
                             "A_acc_after": r["A_after"]["acc"], "B_acc": r["B_final"]["acc"]})
+            # every seed starts from its own seeds, so the finished ones are all a resume needs
+            atomic_torch_save({"config": json.dumps(compared_config(args), sort_keys=True),
+                               "per_seed": json.dumps(per_seed), "runlog": runlog.checkpoint_state()},
+                              out_dir / RESUME_FILE)
         summary = summarise(per_seed)
         result = {"config": config_dict(args), "summary": summary, "per_seed": per_seed}
         atomic_write_json(out_dir / "results.json", result)
         plot(per_seed, out_dir / "forgetting.png",
              f"{args.dataset}, shared={args.shared}, {len(seeds)} seed(s): A's loss while B trains")
+    except KeyboardInterrupt:
+        print(f"two_models.py: interrupted; {out_dir / RESUME_FILE} holds the finished seeds: continue with --resume",
+              file=sys.stderr)
+        raise
     finally:
         runlog.close()
     if not args.quiet:

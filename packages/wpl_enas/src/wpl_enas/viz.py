@@ -140,7 +140,13 @@ def make_gif(model_dir: str | Path, output: str | Path, max_frame: int = 50, tit
     paths = frame_paths(glob.glob(str(model_dir / "networks" / "*.png")), max_frame)
     if not paths:
         raise UserError(f"{model_dir}/networks holds no PNG drawings; train with --use_tensorboard=True first")
-    images = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    images = []
+    for p in paths:
+        try:
+            with Image.open(p) as img:
+                images.append(np.asarray(img.convert("RGB")))
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+            raise UserError(f"cannot read drawing {p} ({err})") from err
     max_h = max(im.shape[0] for im in images)
     max_w = max(im.shape[1] for im in images)
     font = _font(30)

@@ -25,9 +25,13 @@ import torch
 from torch import nn
 
 
-def alpha_schedule(epoch: int | None, alpha: float, decay: float, after: float, mode: int = 1) -> float:
-    """α(e). ``epoch=None`` (CNN path and train-batch updates of the original) gives ``alpha``."""
-    if epoch is None or mode == 0 or epoch < after:
+def alpha_schedule(epoch: int, alpha: float, decay: float, after: float, mode: int = 1) -> float:
+    """α(e): ``alpha`` while ``e < after``, then ``max(alpha − (e − after + 1)·decay, 0)`` (mode 1).
+
+    The original passes no epoch on the CNN path and for the train-batch update, so there its
+    default ``e = 0`` applies: α decays already at the first update when ``after <= 0``.
+    """
+    if mode == 0 or epoch < after:
         return float(alpha)
     steps = epoch - after + 1
     if mode == 2:
@@ -63,7 +67,7 @@ class WPL:
     def optimal(self, name: str) -> torch.Tensor:
         return getattr(self.model, _buf(name, "optimal"))
 
-    def alpha_at(self, epoch: int | None) -> float:
+    def alpha_at(self, epoch: int) -> float:
         return alpha_schedule(epoch, self.alpha, self.alpha_decay, self.alpha_decay_after, self.alpha_decay_mode)
 
     def penalty(self, arch) -> torch.Tensor:
@@ -74,8 +78,10 @@ class WPL:
         return 0.5 * torch.stack(terms).sum()
 
     @torch.no_grad()
-    def update_fisher(self, arch, epoch: int | None = None, grads: list | None = None) -> float:
+    def update_fisher(self, arch, epoch: int = 0, grads: list | None = None) -> float:
         """Fold the current gradients of the architecture's tensors into F̃; returns α used.
+
+        ``epoch`` defaults to 0 as in the original, whose CNN path and train-batch update pass none.
 
         ``grads``: gradients to use instead of ``.grad``, one per entry of ``wpl_named_params(arch)``
         (a snapshot taken before further backward passes, None for a missing gradient).
@@ -123,3 +129,9 @@ class WPL:
             out[f"fisher.{name}"] = self.fisher(name).clone()
             out[f"optimal.{name}"] = self.optimal(name).clone()
         return out
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for name, _ in self.model.protected_named_params():
+            self.fisher(name).copy_(state[f"fisher.{name}"])
+            self.optimal(name).copy_(state[f"optimal.{name}"])
