@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from forgetting_common.safeload import load_checkpoint
 
 PACKAGE = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
@@ -59,6 +60,6 @@ def load():
     def _load(path: Path):
         if str(path).endswith(".json"):
             return json.loads(Path(path).read_text())
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return load_checkpoint(path)  # our outputs must load without unpickling code
 
     return _load

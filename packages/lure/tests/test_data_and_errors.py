@@ -116,8 +116,12 @@ def test_finished_results_are_never_overwritten(runner, tmp_path):
     code, err = runner.error(argv)
     assert code == 2 and "already holds a run" in one_line(err)
     assert (tmp_path / "S" / "results.json").read_bytes() == before
-    code, err = runner.error(["--save_dir", tmp_path / "T", "--resume", *TINY, *SYN])
-    assert code == 2 and "no resume file" in one_line(err)
+    code, err = runner.error([*argv, "--resume"])
+    assert code == 2 and "already finished; pass --overwrite" in one_line(err)
+    assert (tmp_path / "S" / "results.json").read_bytes() == before
+    # --resume where no checkpoint was written yet restarts cleanly, with a note
+    results, _, _ = runner.main(["--save_dir", tmp_path / "T", "--resume", *TINY, *SYN])
+    assert results["finished"] is True
 
 
 def test_scripts_as_subprocesses(runner, tmp_path):

@@ -27,7 +27,7 @@ def test_real_mnist_unlearning_mechanism_and_noninferiority(mnist_root, tmp_path
     from forgetting_common.seeding import Generators
     from lure import unlearn
     from lure.data import load_data
-    from lure.engine import snip_batches_used
+    from lure.interventions import snip_batches_used
     from lure.models import MNIST_MEAN, MNIST_STD, build_model
     from lure.reproduce import main as reproduce
 
@@ -42,7 +42,7 @@ def test_real_mnist_unlearning_mechanism_and_noninferiority(mnist_root, tmp_path
 
     # H2: the unlearning step at state 2 of seed 1, recomputed independently from the saved files.
     run = tmp_path / "lure" / "seed1"
-    load = lambda p: torch.load(p, map_location="cpu", weights_only=False)  # noqa: E731
+    from forgetting_common.safeload import load_checkpoint as load
     before = load(run / "1model_SA_best.pth.tar")["state_dict"]
     after = load(run / "start_2.pth.tar")
     mask = load(run / "snip_mask_1.pth")

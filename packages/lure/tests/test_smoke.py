@@ -118,7 +118,10 @@ def test_use_llf_resets_later_layers(runner, tmp_path, load):
     before = _params(load(tmp_path / "S" / "1model_SA_best.pth.tar")["state_dict"])
     after = _params(load(tmp_path / "S" / "start_2.pth.tar"))
     changed = {n for n in before if not torch.equal(before[n], after[n])}
-    assert changed == {n for n in before if n.startswith("layer3.") and ".conv" in n} | {"fc.weight"}
+    # The original's rule on resnet20s: every conv and fc weight but the nine ResNet-18 names, so the third
+    # blocks of layer1 and layer2 reset too.
+    assert changed == {"layer1.2.conv1.weight", "layer1.2.conv2.weight", "layer2.2.conv1.weight", "layer2.2.conv2.weight",
+                       *(f"layer3.{b}.conv{c}.weight" for b in range(3) for c in (1, 2)), "fc.weight"}
 
 
 def test_use_fc_is_a_noop_with_warning(runner, tmp_path, load):

@@ -8,7 +8,8 @@ import pytest
 import torch
 from lure import unlearn
 from lure.data import ReplayPlan, SyntheticSource, chunk_ids, split_sizes
-from lure.engine import epoch_lr, snip_batches_used
+from lure.engine import epoch_lr
+from lure.interventions import snip_batches_used
 from lure.metrics import calibration_metrics, expected_calibration_error
 from lure.models import CIFAR100_MEAN, build_model
 from torch import nn
@@ -140,14 +141,60 @@ def test_fresh_init_bounds():
     assert w.abs().max() <= bound + 1e-7 and w.abs().max() > 0.9 * bound
 
 
-def test_llf_on_resnet18_changes_layer3_layer4_convs_and_fc_weight():
+# The original's LLF (LURE_main.py, ll_reinitialize): every parameter whose name contains "weight"
+# but neither "bn" nor "downsample", except nine exact ResNet-18 names. Written out by hand here.
+LLF_RESNET18 = [
+    "layer3.0.conv1.weight", "layer3.0.conv2.weight", "layer3.1.conv1.weight", "layer3.1.conv2.weight",
+    "layer4.0.conv1.weight", "layer4.0.conv2.weight", "layer4.1.conv1.weight", "layer4.1.conv2.weight",
+    "fc.weight",
+]
+# resnet20s has three blocks per stage: the original's list does not name layer1.2 / layer2.2, so they reset.
+LLF_RESNET20S = [
+    "layer1.2.conv1.weight", "layer1.2.conv2.weight",
+    "layer2.2.conv1.weight", "layer2.2.conv2.weight",
+    "layer3.0.conv1.weight", "layer3.0.conv2.weight", "layer3.1.conv1.weight", "layer3.1.conv2.weight",
+    "layer3.2.conv1.weight", "layer3.2.conv2.weight",
+    "fc.weight",
+]
+
+
+def _llf_changed(arch: str, **kw) -> list[str]:
     torch.manual_seed(0)
-    model = build_model("resnet18", 10)
+    model = build_model(arch, 10)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    unlearn.llf_reset(model, generator=torch.Generator().manual_seed(0))
-    changed = {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
-    expected = {n for n in before if n.startswith(("layer3.", "layer4.")) and ".conv" in n} | {"fc.weight"}
-    assert changed == expected
+    names = unlearn.llf_reset(model, generator=torch.Generator().manual_seed(0), **kw)
+    changed = [n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])]
+    assert changed == names
+    return changed
+
+
+def test_llf_resets_the_originals_tensors_resnet18():
+    assert _llf_changed("resnet18") == LLF_RESNET18
+
+
+def test_llf_resets_the_originals_tensors_resnet20s():
+    changed = _llf_changed("resnet20s")
+    assert changed == LLF_RESNET20S and len(changed) == 11
+
+
+@pytest.mark.parametrize("arch,total,by_stage", [
+    # 2*(3+4+6+3) block convs + stem + fc = 34 for resnet34, minus the 9 kept names; by stage: layer3/4 + fc.
+    ("resnet34", 34 - 9, 2 * (6 + 3) + 1),
+    # resnet50: 3 convs per bottleneck, 16 blocks, + stem + fc = 50; the kept names cover only conv1/conv2
+    # of layer1.0/1.1 and layer2.0/2.1 (8) and the stem; by stage: 3 * (6 + 3) + fc.
+    ("resnet50", 50 - 9, 3 * (6 + 3) + 1),
+    # resnet56s: 9 blocks per stage, 2 convs each: 54 + stem + fc = 56, minus 9; by stage: layer3 + fc.
+    ("resnet56s", 56 - 9, 2 * 9 + 1),
+    ("resnet20s", 20 - 9, 2 * 3 + 1),
+])
+def test_llf_counts_and_the_by_stage_extension(arch, total, by_stage):
+    assert len(_llf_changed(arch)) == total
+    assert len(_llf_changed(arch, by_stage=True)) == by_stage
+
+
+def test_llf_by_stage_matches_the_original_on_resnet18_only():
+    assert _llf_changed("resnet18", by_stage=True) == LLF_RESNET18
+    assert _llf_changed("resnet20s", by_stage=True) == [n for n in LLF_RESNET20S if not n.startswith(("layer1", "layer2"))]
 
 
 def test_fc_reset_original_name_is_noop_with_warning():

@@ -11,7 +11,9 @@ from forgetting_common.cli import (
     add_common_flags,
     fraction,
     maybe_print_config,
+    non_negative_float,
     non_negative_int,
+    positive_float,
     positive_int,
 )
 from forgetting_common.data import resolve_root
@@ -44,8 +46,11 @@ def build_parser(alma: bool = False) -> argparse.ArgumentParser:
     g.add_argument("--gpu", type=int, default=0, help="CUDA device index (used when --device is cuda)")
     g.add_argument("--workers", type=non_negative_int, default=2 if alma else 0,
                    help="accepted; data are batched by index on the device, so no loader workers are used")
-    g.add_argument("--resume", action="store_true", help="resume from the last finished state")
-    g.add_argument("--checkpoint", default=None, help="resume file (default: <save_dir>/anytime_state.pth.tar)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run in --save_dir from its last checkpoint (written after every epoch); "
+                        "restarts from the beginning if none was written yet")
+    g.add_argument("--checkpoint", default=None,
+                   help="resume file for --resume (default: <save_dir>/anytime_state.pth.tar; loaded without running code)")
     g.add_argument("--save_dir", default=None, help="where checkpoints and results go (required)")
     g.add_argument("-no_replay", action="store_true", help="train on the current chunk only")
     g.add_argument("-one_replay", action="store_true", help="train on the current and the previous chunk")
@@ -58,11 +63,11 @@ def build_parser(alma: bool = False) -> argparse.ArgumentParser:
 
     g = p.add_argument_group("training (original)")
     g.add_argument("--batch_size", type=positive_int, default=128, help="batch size (train, val and test)")
-    g.add_argument("--lr", type=float, default=0.1, help="learning rate of the first state")
-    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    g.add_argument("--weight_decay", type=float, default=1e-4, help="weight decay")
+    g.add_argument("--lr", type=positive_float, default=0.1, help="learning rate of the first state")
+    g.add_argument("--momentum", type=non_negative_float, default=0.9, help="SGD momentum")
+    g.add_argument("--weight_decay", type=non_negative_float, default=1e-4, help="weight decay")
     if not alma:
-        g.add_argument("--gamma", type=float, default=1.0, help="LR decay factor at each milestone, within a state")
+        g.add_argument("--gamma", type=positive_float, default=1.0, help="LR decay factor at each milestone, within a state")
     g.add_argument("--epochs", type=positive_int, default=182, help="epochs per state")
     g.add_argument("--warmup", type=non_negative_int, default=0, help="linear warm-up epochs (per state)")
     g.add_argument("--print_freq", type=positive_int, default=50, help="print every N iterations")
@@ -83,8 +88,8 @@ def build_parser(alma: bool = False) -> argparse.ArgumentParser:
         g.add_argument("--use_llf", action="store_true", help="later-layer forgetting baseline")
         g.add_argument("--use_fc", action="store_true", help="classifier reset baseline (a no-op by default, see --fc_layer_name)")
         g.add_argument("--use_shrink_perturb", action="store_true", help="shrink and perturb baseline")
-        g.add_argument("--shrink", type=float, default=0.3, help="shrink factor")
-        g.add_argument("--perturb", type=float, default=0.001, help="perturbation scale")
+        g.add_argument("--shrink", type=non_negative_float, default=0.3, help="shrink factor")
+        g.add_argument("--perturb", type=non_negative_float, default=0.001, help="perturbation scale")
 
     g = p.add_argument_group("logging (original)")
     g.add_argument("-wb", action="store_true", help="log to W&B too (when installed); the offline log is always written")
@@ -105,7 +110,7 @@ def build_parser(alma: bool = False) -> argparse.ArgumentParser:
     g.add_argument("--order_seed", type=int, default=0,
                    help="seed of the fixed example order where the files lost it (JPEG CIFAR-10, image folders, MNIST-5k)")
     g.add_argument("--clean_val", action="store_true", help="evaluate validation without training augmentation")
-    g.add_argument("--state_lr", type=float, default=0.1, help="LR at the start of every state after the first")
+    g.add_argument("--state_lr", type=positive_float, default=0.1, help="LR at the start of every state after the first")
     g.add_argument("--reset_optimizer", action="store_true", help="clear SGD momentum at every new state")
     g.add_argument("--save_start_weights", action="store_true",
                    help="also save each state's starting weights (after unlearning) as <save_dir>/start_<k>.pth.tar")
@@ -113,7 +118,7 @@ def build_parser(alma: bool = False) -> argparse.ArgumentParser:
                    help="after the last state, test accuracy under 5 CIFAR-10-C corruptions x 5 severities")
     g.add_argument("--overwrite", action="store_true", help="allow replacing the results of a finished run in --save_dir")
     if alma:
-        g.add_argument("--alma_gamma", type=float, default=None, help="LR decay at milestones (original: none, i.e. 1)")
+        g.add_argument("--alma_gamma", type=positive_float, default=None, help="LR decay at milestones (original: none, i.e. 1)")
     else:
         g.add_argument("--snip_examples", type=positive_int, default=None,
                        help="number of SNIP examples (default: the original's 128 on CIFAR-10/MNIST, M*snip_size otherwise)")
@@ -122,6 +127,9 @@ def build_parser(alma: bool = False) -> argparse.ArgumentParser:
         g.add_argument("--snip_on_new_chunk", action="store_true", help="take the SNIP data from the new chunk")
         g.add_argument("--snip_train_mode", action="store_true", help="compute SNIP gradients in train mode")
         g.add_argument("--snip_skip_norm", action="store_true", help="never re-initialise normalisation weights")
+        g.add_argument("--llf_by_stage", action="store_true",
+                       help="--use_llf keeps conv1 and all of layer1/layer2 (any depth) instead of the original's nine "
+                            "ResNet-18 names (which reset the later blocks of layer1/layer2 in deeper models)")
         g.add_argument("--fc_layer_name", default="linear",
                        help="name fragment --use_fc resets (original: 'linear', a no-op for these models; use 'fc')")
         g.add_argument("--no_epoch_test", action="store_true", help="skip the per-epoch test evaluation (logs only)")
@@ -145,7 +153,7 @@ def parse_args(argv: Sequence[str] | None = None, alma: bool = False) -> argpars
         # ALMA.py has none of the LURE interventions and never decays the LR (gamma 1).
         args.gamma = 1.0 if args.alma_gamma is None else args.alma_gamma
         for flag in ("use_snip", "use_randinit", "use_llf", "use_fc", "use_shrink_perturb", "snip_on_new_chunk",
-                     "snip_train_mode", "snip_skip_norm", "no_epoch_test"):
+                     "snip_train_mode", "snip_skip_norm", "no_epoch_test", "llf_by_stage"):
             setattr(args, flag, False)
         args.no_epoch_test = True  # ALMA.py evaluates the test set only at the end of each state
         args.shrink, args.perturb, args.fc_layer_name = 0.3, 0.001, "linear"

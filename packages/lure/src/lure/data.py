@@ -127,15 +127,21 @@ class FolderSource:
     def _load(self, path: str) -> np.ndarray:
         from PIL import Image
 
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            w, h = image.size
-            scale = self.image_size / min(w, h)
-            image = image.resize((max(self.image_size, round(w * scale)), max(self.image_size, round(h * scale))))
-            w, h = image.size
-            left, top = (w - self.image_size) // 2, (h - self.image_size) // 2
-            image = image.crop((left, top, left + self.image_size, top + self.image_size))
-            return np.asarray(image, dtype=np.uint8)
+        try:  # decoded lazily, so a damaged file shows up here, mid-run (the last epoch checkpoint remains)
+            with Image.open(path) as image:
+                return self._fit(image.convert("RGB"))
+        except (OSError, SyntaxError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError
+            raise DatasetError(f"image {path} cannot be decoded ({err}); replace or remove it") from err
+
+    def _fit(self, image) -> np.ndarray:
+        """Resize the shorter side to ``image_size`` and centre-crop a square."""
+        w, h = image.size
+        scale = self.image_size / min(w, h)
+        image = image.resize((max(self.image_size, round(w * scale)), max(self.image_size, round(h * scale))))
+        w, h = image.size
+        left, top = (w - self.image_size) // 2, (h - self.image_size) // 2
+        image = image.crop((left, top, left + self.image_size, top + self.image_size))
+        return np.asarray(image, dtype=np.uint8)
 
     def fetch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         rows = [self.samples[int(i)] for i in idx.tolist()]

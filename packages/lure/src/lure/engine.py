@@ -25,17 +25,17 @@ from forgetting_common.atomic import atomic_torch_save, atomic_write_json
 from forgetting_common.device import resolve_device
 from forgetting_common.errors import UserError
 from forgetting_common.runlog import RunLog, wandb_available
-from forgetting_common.seeding import Generators, get_rng_state, seed_everything, set_rng_state
+from forgetting_common.safeload import load_checkpoint
+from forgetting_common.seeding import Generators, seed_everything, set_rng_state
 from torch import nn
 
-from lure import robustness, unlearn
+from lure import checkpoint, robustness
+from lure.checkpoint import StateProgress
 from lure.cli import parse_milestones, resolved_config
-from lure.data import AnytimeData, ReplayPlan, chunk_ids, load_data, replay_mode
+from lure.data import AnytimeData, ReplayPlan, load_data, replay_mode
+from lure.interventions import apply_interventions
 from lure.metrics import anytime_relative_errors, calibration_metrics
 from lure.models import build_model
-
-STATE_FILE = "anytime_state.pth.tar"
-SNIP_BATCH = 100
 
 
 # --------------------------------------------------------------------------- schedule
@@ -85,37 +85,6 @@ def accuracy_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, fl
     return acc, float(F.cross_entropy(logits, labels))
 
 
-# --------------------------------------------------------------------------- SNIP data
-def snip_ids(args, k: int, train_list: list[int]) -> list[int]:
-    """The SNIP examples of state ``k``, as the original picks them (see the spec, section 5)."""
-    chunk_train, _ = chunk_ids(k, args.meta_batch_size, 0)
-    scaled = int(math.floor(args.meta_batch_size * args.snip_size + 1e-9))
-    if args.dataset == "cifar100":
-        source, n = train_list, scaled
-    elif args.snip_no_replay:
-        source, n = chunk_train, scaled
-    elif args.dataset == "restricted_imagenet":
-        source, n = train_list, scaled
-    else:  # CIFAR-10 (and MNIST): a hard-coded 128 examples from the start of the state's list
-        source, n = train_list, 128
-    if args.snip_on_new_chunk:
-        source = chunk_train
-    if args.snip_examples is not None:
-        n = args.snip_examples
-    if n > len(source):
-        warnings.warn(f"SNIP wants {n} examples but only {len(source)} are available at state {k}; using "
-                      f"{len(source)}", stacklevel=2)
-        n = len(source)
-    return source[:n]
-
-
-def snip_batches_used(n_examples: int, override: int | None) -> int:
-    """The original scores only ceil(#batches / 32) batches of 100 (one batch in every README setting)."""
-    total = math.ceil(n_examples / SNIP_BATCH)
-    used = override if override is not None else math.ceil(total / 32)
-    return max(0, min(total, used))
-
-
 # --------------------------------------------------------------------------- the run
 @dataclass
 class RunContext:
@@ -134,18 +103,11 @@ def _say(*parts: object) -> None:
     print(*parts, flush=True)
 
 
-def _check_outputs(args, save_dir: Path) -> None:
-    finished = [name for name in ("results.json", STATE_FILE) if (save_dir / name).exists()]
-    if finished and not args.resume and not args.overwrite:
-        raise UserError(
-            f"--save_dir {save_dir} already holds a run ({', '.join(finished)}); pass --resume to continue it, "
-            f"--overwrite to replace it, or choose another folder")
-
-
-def _load(path: Path):
+def _load_randinit(save_dir: Path) -> dict:
+    path = save_dir / "randinit.pth.tar"
     if not path.is_file():
         raise UserError(f"--resume: {path} is missing; the run folder is incomplete")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return load_checkpoint(path, what="initial weights")
 
 
 def _log_dir(args, save_dir: Path) -> Path:
@@ -154,23 +116,16 @@ def _log_dir(args, save_dir: Path) -> Path:
 
 def run_anytime(args) -> dict:
     """Run the whole protocol (or its remainder, with ``--resume``); returns the results dict."""
+    save_dir = Path(args.save_dir)
+    prog = "ALMA.py" if args.alma else "LURE_main.py"
+    _say(f"{prog}: output folder {save_dir} (logs: {_log_dir(args, save_dir)})")
     device = resolve_device(args.device)
     if device.type == "cuda" and device.index is None and args.gpu:
         device = resolve_device(f"cuda:{args.gpu}")  # the original's --gpu picks the card
-    save_dir = Path(args.save_dir)
-    _check_outputs(args, save_dir)
+    checkpoint.check_outputs(args, save_dir)
     mode = replay_mode(args)
     milestones = parse_milestones(args.decreasing_lr)
-
-    resume_state = None
-    if args.resume:
-        path = Path(args.checkpoint) if args.checkpoint else save_dir / STATE_FILE
-        if not path.is_file():
-            raise UserError(f"--resume: no resume file at {path} (no state of this run finished yet?)")
-        try:
-            resume_state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as err:  # noqa: BLE001 - a damaged file is the user's to fix
-            raise UserError(f"--resume: cannot read {path} ({err})") from err
+    resume_state = checkpoint.load_resume(args, save_dir)
 
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "little")
     if resume_state is not None:
@@ -186,8 +141,10 @@ def run_anytime(args) -> dict:
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
     gens = Generators(seed)
     save_dir.mkdir(parents=True, exist_ok=True)
+    if resume_state is None:
+        checkpoint.clear_stale(save_dir)
     config = {**resolved_config(args), "seed_used": seed, "data_description": data.description, "replay": mode,
-              "script": "ALMA.py" if args.alma else "LURE_main.py"}
+              "script": prog}
     wb = None
     if args.wb:
         if wandb_available():
@@ -195,85 +152,47 @@ def run_anytime(args) -> dict:
         else:
             warnings.warn("-wb: wandb is not installed; metrics go to the offline log only", stacklevel=2)
     log = RunLog.create(_log_dir(args, save_dir), config, resume=args.resume, overwrite=args.overwrite,
-                        quiet=args.quiet, wandb=wb)
+                        quiet=args.quiet, wandb=wb, resume_state=checkpoint.runlog_resume_state(args, resume_state),
+                        exists_hint="pass --resume to continue it, --overwrite to replace it, or choose another folder")
     ctx = RunContext(args, device, data, model, optimizer, gens, save_dir, log, seed)
     plan = ReplayPlan(mode, args.meta_batch_size, data.val_offset, args.buffer_size_train, args.buffer_size_val,
                       seed=gens.seed)
     results = {"config": config, "states": [], "finished": False}
-    first_state = 1
+    first_state, progress = 1, None
+    randinit = None
     if resume_state is None:
         randinit = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if not args.alma:
             atomic_torch_save(randinit, save_dir / "randinit.pth.tar")
     else:
-        k_done = resume_state["state"]
-        randinit = None
-        if not args.alma:
-            randinit = _load(save_dir / "randinit.pth.tar")
-        model.load_state_dict(_load(save_dir / f"{k_done}model_SA_best.pth.tar")["state_dict"])
-        optimizer.load_state_dict(_load(save_dir / f"{k_done}checkpoint.pth.tar")["optimizer"])
-        set_lr(optimizer, resume_state["lr"])
+        if not args.alma and args.use_randinit:
+            randinit = _load_randinit(save_dir)
+        checkpoint.restore_model(ctx, resume_state)
         plan.load_state_dict(resume_state["plan"])
         gens.load_state_dict(resume_state["generators"])
         set_rng_state(resume_state["rng"])
         results = resume_state["results"]
         results["config"] = config
-        first_state = k_done + 1
-        _say(f"resuming after state {k_done} of {args.meta_batch_number}")
+        first_state = resume_state["state"]
+        if resume_state["phase"] == checkpoint.PHASE_STATE:
+            first_state += 1
+        else:
+            progress = StateProgress.from_state_dict(resume_state["progress"])
+        _say(f"resuming {checkpoint.describe(resume_state)} ({args.meta_batch_number} states in all)")
     try:
         for k in range(first_state, args.meta_batch_number + 1):
-            _run_state(ctx, k, plan, milestones, randinit, results)
-            # Small on purpose: the weights are in {k}model_SA_best, the optimizer (unchanged since the
-            # last epoch) in {k}checkpoint and the initial weights in randinit.pth.tar.
-            atomic_torch_save({
-                "state": k, "seed": seed, "plan": plan.state_dict(), "generators": gens.state_dict(),
-                "rng": get_rng_state(), "results": results, "lr": args.state_lr,
-            }, save_dir / STATE_FILE)
+            _run_state(ctx, k, plan, milestones, randinit, results, progress)
+            progress = None
         _finish(ctx, results)
+        checkpoint.save(ctx, checkpoint.PHASE_STATE, args.meta_batch_number, None, plan, results, finished=True)
+    except KeyboardInterrupt:
+        where = save_dir / checkpoint.RESUME_FILE if (save_dir / checkpoint.RESUME_FILE).exists() else None
+        print(f"{prog}: stopped; " + (f"the last checkpoint is {where}: continue with --resume" if where
+                                     else "no epoch had finished, nothing to resume"), file=sys.stderr, flush=True)
+        raise
     finally:
         log.close()
     return results
-
-
-def _apply_interventions(ctx: RunContext, k: int, train_list: list[int], info: dict) -> bool:
-    """The unlearning step and the baselines, in the original's order; True if anything changed."""
-    args, model = ctx.args, ctx.model
-    changed = False
-    model.eval()  # as in the original: still in eval mode from the end-of-state evaluation (also after --resume)
-    if args.use_snip:
-        ids = snip_ids(args, k, train_list)
-        used = snip_batches_used(len(ids), args.snip_batches)
-        ids_t = torch.tensor(ids[: used * SNIP_BATCH], dtype=torch.long)
-        gen = ctx.gens["snip"]
-        batches = []
-        for start in range(0, len(ids_t), SNIP_BATCH):
-            x, y = ctx.data.pool.fetch(ids_t[start:start + SNIP_BATCH])
-            batches.append((ctx.data.augment(x, gen), y))
-        saliency = unlearn.snip_saliency(model, batches, train_mode=args.snip_train_mode)
-        masks, threshold = unlearn.snip_mask(saliency, args.snip_size)
-        touched = unlearn.reinit_masked(model, masks, generator=ctx.gens["mask"], skip_norm=args.snip_skip_norm)
-        atomic_torch_save(unlearn.mask_state_dict(model, masks), ctx.save_dir / f"snip_mask_{k - 1}.pth")
-        frac = unlearn.forgotten_fraction(masks)
-        reinit_n = sum(int((~masks[n]).sum()) for n in touched)
-        info.update(snip_examples=len(ids_t), snip_threshold=threshold, mask_fraction=frac,
-                    reinitialised=reinit_n)
-        _say(f"SNIP: {len(ids_t)} examples, threshold {threshold:.3e}, {100 * frac:.2f}% of parameters masked, "
-             f"{reinit_n} weights re-initialised")
-        changed = True
-    if args.use_llf:
-        names = unlearn.llf_reset(model, generator=ctx.gens["mask"])
-        info["llf_reset"] = names
-        _say(f"LLF: re-initialised {len(names)} weight tensors")
-        changed = True
-    if args.use_fc:
-        names = unlearn.fc_reset(model, args.fc_layer_name, generator=ctx.gens["mask"])
-        info["fc_reset"] = names
-        changed = changed or bool(names)
-    if args.use_shrink_perturb:
-        unlearn.shrink_perturb(model, args.shrink, args.perturb, generator=ctx.gens["mask"])
-        _say(f"Shrink & perturb: shrink {args.shrink}, perturb {args.perturb}")
-        changed = True
-    return changed
 
 
 def _train_epoch(ctx: RunContext, train_ids: torch.Tensor, epoch: int, lr_of) -> tuple[float, float]:
@@ -327,37 +246,45 @@ def _state_dict_copy(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _run_state(ctx: RunContext, k: int, plan: ReplayPlan, milestones: list[int], randinit: dict, results: dict) -> None:
+def _begin_state(ctx: RunContext, k: int, plan: ReplayPlan, randinit: dict | None, results: dict) -> StateProgress:
+    """The state's id lists, start weights and interventions (everything before its first epoch)."""
     args, model, data = ctx.args, ctx.model, ctx.data
-    start_time = time.time()
     train_list, val_list = plan.state(k)
     info: dict = {"state": k, "train_size": len(train_list), "val_size": len(val_list),
                   "train_first": train_list[0], "val_first": val_list[0]}
     _say(f"State {k}/{args.meta_batch_number}: {len(train_list)} train ids (from {train_list[0]}), "
          f"{len(val_list)} val ids (from {val_list[0]})")
-    if not args.alma:
-        if k >= 2 and args.use_randinit:
-            model.load_state_dict(randinit)
+    if not args.alma and k >= 2 and args.use_randinit:
+        model.load_state_dict(randinit)
         # otherwise the model already holds the best model of state k-1 (or the initial weights)
     if args.reset_optimizer and k >= 2:
         ctx.optimizer.state.clear()
     if k >= 2 and not args.alma:
         before = results["states"][-1]["test_acc"] if results["states"] else None
-        if _apply_interventions(ctx, k, train_list, info):
+        if apply_interventions(ctx, k, train_list, info):
             logits, labels = predict(model, data.test, None, args.batch_size)
             info["test_acc_before_unlearn"] = before
             info["test_acc_after_unlearn"] = accuracy_loss(logits, labels)[0]
             _say(f"Test accuracy before/after the intervention: {before:.2f} / {info['test_acc_after_unlearn']:.2f}")
-
     if args.save_start_weights:
         atomic_torch_save(_state_dict_copy(model), ctx.save_dir / f"start_{k}.pth.tar")
-    train_ids = torch.tensor(train_list, dtype=torch.long)
-    val_ids = torch.tensor(val_list, dtype=torch.long)
-    base = state_base_lr(k, args)
-    best_sa, best_epoch, best_state = -1.0, 0, None
-    history = []
-    for epoch in ctx.log.progress(range(args.epochs), desc=f"state {k}", leave=False):
-        lr_epoch = epoch_lr(base, epoch, milestones, args.gamma)
+    return StateProgress(k, train_list, val_list, info, state_base_lr(k, args))
+
+
+def _run_state(ctx: RunContext, k: int, plan: ReplayPlan, milestones: list[int], randinit: dict | None,
+               results: dict, progress: StateProgress | None = None) -> None:
+    """Run state ``k`` from its start, or from ``progress`` (a resumed run)."""
+    args, model, data = ctx.args, ctx.model, ctx.data
+    start_time = time.time()
+    if progress is None:
+        progress = _begin_state(ctx, k, plan, randinit, results)
+    p = progress
+    train_ids = torch.tensor(p.train_list, dtype=torch.long)
+    val_ids = torch.tensor(p.val_list, dtype=torch.long)
+    epochs = ctx.log.progress(range(p.epochs_done, args.epochs), desc=f"state {k}", leave=False,
+                              initial=p.epochs_done, total=args.epochs)
+    for epoch in epochs:
+        lr_epoch = epoch_lr(p.base_lr, epoch, milestones, args.gamma)
         if epoch < args.warmup:
             def lr_of(i, n_iter, e=epoch):
                 return args.lr * (e * n_iter + i + 1) / (args.warmup * n_iter)
@@ -374,26 +301,37 @@ def _run_state(ctx: RunContext, k: int, plan: ReplayPlan, milestones: list[int],
         if not args.no_epoch_test:
             t_logits, t_labels = predict(model, data.test, None, args.batch_size)
             record["test_acc"], record["test_loss"] = accuracy_loss(t_logits, t_labels)
-        if val_acc > best_sa:
-            best_sa, best_epoch = val_acc, epoch
-            best_state = _state_dict_copy(model)
-        record["best_sa"] = best_sa
-        history.append(record)
-        checkpoint = {"state": k, "result": history, "epoch": epoch + 1, "state_dict": _state_dict_copy(model),
-                      "best_sa": best_sa, "optimizer": ctx.optimizer.state_dict(),
-                      "scheduler": {"milestones": milestones, "gamma": args.gamma, "base_lr": base,
-                                    "last_epoch": epoch + 1}}
-        atomic_torch_save(checkpoint, ctx.save_dir / f"{k}checkpoint.pth.tar")
-        if best_epoch == epoch:
+        if val_acc > p.best_sa:
+            p.best_sa, p.best_epoch = val_acc, epoch
+            p.best_state = _state_dict_copy(model)
+        record["best_sa"] = p.best_sa
+        p.history.append(record)
+        saved = {"state": k, "result": p.history, "epoch": epoch + 1, "state_dict": _state_dict_copy(model),
+                 "best_sa": p.best_sa, "optimizer": ctx.optimizer.state_dict(),
+                 "scheduler": {"milestones": milestones, "gamma": args.gamma, "base_lr": p.base_lr,
+                               "last_epoch": epoch + 1}}
+        atomic_torch_save(saved, ctx.save_dir / f"{k}checkpoint.pth.tar")
+        if p.best_epoch == epoch:
             _atomic_copy(ctx.save_dir / f"{k}checkpoint.pth.tar", ctx.save_dir / f"{k}model_SA_best.pth.tar")
         ctx.log.log(record, step=(k - 1) * args.epochs + epoch)
-    _say(f"* State = {k} best SA = {best_sa:.3f} Epoch = {best_epoch + 1}")
-    model.load_state_dict(best_state)
+        p.epochs_done = epoch + 1
+        p.elapsed += time.time() - start_time
+        start_time = time.time()
+        checkpoint.save(ctx, checkpoint.PHASE_EPOCH, k, p, plan, results)
+    _end_state(ctx, p, results, time.time() - start_time + p.elapsed)
+    checkpoint.save(ctx, checkpoint.PHASE_STATE, k, None, plan, results)
+
+
+def _end_state(ctx: RunContext, p: StateProgress, results: dict, seconds: float) -> None:
+    """Select the best epoch, test it, report the state and reset the LR for the next one."""
+    args, model, data, k, info = ctx.args, ctx.model, ctx.data, p.k, p.info
+    _say(f"* State = {k} best SA = {p.best_sa:.3f} Epoch = {p.best_epoch + 1}")
+    model.load_state_dict(p.best_state)
     logits, labels = predict(model, data.test, None, args.batch_size)
     metrics = calibration_metrics(logits, labels)
-    info.update(best_sa=best_sa, best_epoch=best_epoch + 1, test_acc=metrics["acc"], cer=metrics["errors"],
+    info.update(best_sa=p.best_sa, best_epoch=p.best_epoch + 1, test_acc=metrics["acc"], cer=metrics["errors"],
                 ece=metrics["ece"], nll=metrics["nll"], brier=metrics["brier"], n_test=len(labels),
-                lrs=[r["lr"] for r in history], time=time.time() - start_time)
+                lrs=[r["lr"] for r in p.history], time=seconds)
     _say(f"Correct % {metrics['acc']:.2f}  Total Loss {100 * metrics['nll']:.3f}  misclassified {metrics['errors']}  "
          f"ECE {metrics['ece']:.4f}")
     if results["states"]:

@@ -135,14 +135,30 @@ def mask_state_dict(model: nn.Module, masks: Masks) -> dict[str, torch.Tensor]:
 
 
 # --------------------------------------------------------------------------- baselines
-def llf_names(model: nn.Module) -> list[str]:
-    """The original later-layer-forgetting rule: ``*weight*`` parameters except BN, downsample,
-    the stem ``conv1.weight`` and everything in ``layer1``/``layer2``."""
+#: The original's LLF keep-list: ResNet-18's stem and the convolutions of its first two stages,
+#: matched by exact name (so deeper models keep only these nine and reset their other early blocks).
+LLF_KEEP = (
+    "conv1.weight",
+    "layer1.0.conv1.weight", "layer1.0.conv2.weight", "layer1.1.conv1.weight", "layer1.1.conv2.weight",
+    "layer2.0.conv1.weight", "layer2.0.conv2.weight", "layer2.1.conv1.weight", "layer2.1.conv2.weight",
+)
+
+
+def llf_names(model: nn.Module, by_stage: bool = False) -> list[str]:
+    """The parameters later-layer forgetting resets: names containing ``weight`` but neither
+    ``bn`` nor ``downsample``, except the nine names of :data:`LLF_KEEP` (the original's rule).
+
+    ``by_stage`` (extension): keep ``conv1.weight`` and everything under ``layer1.``/``layer2.``
+    instead, i.e. the first two stages of any ResNet depth.
+    """
     names = []
     for name, _ in model.named_parameters():
         if "weight" not in name or "bn" in name or "downsample" in name:
             continue
-        if name == "conv1.weight" or name.startswith(("layer1.", "layer2.")):
+        if by_stage:
+            if name == "conv1.weight" or name.startswith(("layer1.", "layer2.")):
+                continue
+        elif name in LLF_KEEP:
             continue
         names.append(name)
     return names
@@ -154,8 +170,8 @@ def _reset_whole(model: nn.Module, names: list[str], init_fn: Callable[[nn.Modul
     apply_reinit(model, masks, init_fn=init_fn, generator=generator, unmasked="keep")
 
 
-def llf_reset(model: nn.Module, generator: torch.Generator | None = None) -> list[str]:
-    names = llf_names(model)
+def llf_reset(model: nn.Module, generator: torch.Generator | None = None, by_stage: bool = False) -> list[str]:
+    names = llf_names(model, by_stage)
     _reset_whole(model, names, _weights_init, generator)
     return names
 
