@@ -8,6 +8,7 @@ The result gets the permissions of any newly created file (``0666`` less the uma
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -54,8 +55,27 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def json_clean(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, ±inf) replaced by ``None``, recursively.
+
+    ``json.dumps`` would write them as the bare tokens ``NaN``/``Infinity``, which are not JSON
+    and which most readers refuse. Tuples become lists, as JSON has only lists.
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: json_clean(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_clean(value) for value in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", None) == 0:  # NumPy / torch scalars
+        return json_clean(obj.item())
+    return obj
+
+
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, indent: int | None = 2) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False, default=str) + "\n")
+    """Valid JSON only: non-finite numbers are written as ``null`` (see :func:`json_clean`)."""
+    text = json.dumps(json_clean(obj), indent=indent, sort_keys=False, default=str, allow_nan=False)
+    return atomic_write_text(path, text + "\n")
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
