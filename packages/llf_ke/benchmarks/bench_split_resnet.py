@@ -100,4 +100,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from forgetting_common.errors import run_main
+
+    run_main(main, prog="bench_split_resnet.py")

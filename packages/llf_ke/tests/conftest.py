@@ -80,7 +80,7 @@ def gen_state(exp: Path, g: int, which: str) -> dict[str, torch.Tensor]:
     folder = next((exp / f"gen_{g}").glob("*/*_g0/checkpoints"))
     files = sorted(folder.glob(which))
     assert files, (folder, which)
-    return torch.load(files[-1], map_location="cpu", weights_only=False)["state_dict"]
+    return torch.load(files[-1], map_location="cpu", weights_only=True)["state_dict"]
 
 
 class Runs:

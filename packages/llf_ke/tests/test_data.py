@@ -48,6 +48,30 @@ def test_prepare_flower102_and_direct_read(tmp_path, capsys):
         prepare_main(["--src", str(tmp_path / "src"), "--dst", str(tmp_path / "dst")])
 
 
+def test_interrupted_prepare_leaves_no_half_filled_folder(tmp_path, monkeypatch):
+    """Killed (here: the disk fills) half-way: neither Flower102/ nor its staging folder remains."""
+    import errno
+    import os
+
+    _fake_flowers102(tmp_path / "src")
+    real = os.symlink
+    calls = []
+
+    def symlink(src, dst):
+        calls.append(dst)
+        if len(calls) > 50:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+        real(src, dst)
+
+    monkeypatch.setattr(os, "symlink", symlink)
+    with pytest.raises(OSError, match="No space left"):
+        prepare_main(["--src", str(tmp_path / "src"), "--dst", str(tmp_path / "dst")])
+    assert list((tmp_path / "dst").iterdir()) == []
+    monkeypatch.setattr(os, "symlink", real)
+    prepare_main(["--src", str(tmp_path / "src"), "--dst", str(tmp_path / "dst")])  # a rerun just works
+    assert len(list((tmp_path / "dst" / "Flower102" / "test").rglob("*.jpg"))) == 204
+
+
 def test_ke_lists_layout(tmp_path):
     base = tmp_path / "flower102"
     (base / "jpg").mkdir(parents=True)

@@ -237,20 +237,21 @@ def test_split_layers_compute_the_dense_function():
 
 def test_pretrained_checkpoint_loads_matching_tensors(tmp_path):
     import argparse
-    import logging
 
-    from llf_ke.runner import _load_pretrained
+    from llf_ke.runner import _load_pretrained, _pretrained_state
 
     source = build_model("Split_ResNet18", 10, Builder())
     torch.save({"state_dict": source.state_dict()}, tmp_path / "ckpt.pth")
     target = build_model("Split_ResNet18", 102, Builder())  # other class count: fc is skipped
     args = argparse.Namespace(pretrained=str(tmp_path / "ckpt.pth"), arch="Split_ResNet18")
-    _load_pretrained(target, args, logging.getLogger("test"))
+    # 122 weights/buffers + 21 masks; all but fc.weight, fc.bias and fc.mask fit
+    assert _load_pretrained(target, _pretrained_state(args), args) == \
+        "loaded 140 of 143 tensors from --pretrained " + args.pretrained
     assert torch.equal(target.layer3[1].conv2.weight, source.layer3[1].conv2.weight)
     assert target.fc.weight.shape == (102, 512)
     args.pretrained = str(tmp_path / "missing.pth")
     with pytest.raises(Exception, match="no such checkpoint"):
-        _load_pretrained(target, args, logging.getLogger("test"))
+        _pretrained_state(args)
 
 
 def test_kd_loss_and_pair_sampler(tmp_path):
@@ -284,3 +285,23 @@ def test_cs_kd_run(tmp_path, script):
     exp = next((tmp_path / "ckpt").glob("*/*"))
     assert "_cskdTrue_smth0.0_" in exp.name
     assert len(next(exp.glob("*.csv")).read_text().splitlines()) == 3
+
+
+def test_pretrained_reinit_uses_the_built_masks_before_llf(script, tmp_path):
+    """As the original: --pretrained loads (masks included), split-reinitialises with those masks
+    (here KELS 0.5), and only then --reset_layer_name rewrites the masks."""
+    from llf_ke.fake import write_fake_folder_set
+
+    write_fake_folder_set(tmp_path / "data", "Folder", 4, {"train": 3, "val": 2, "test": 2}, size=12)
+    source = build_model("Split_ResNet18", 4, Builder(split_mode="kels", split_rate=0.5))
+    torch.save({"state_dict": source.state_dict()}, tmp_path / "pre.pth")
+    script.main(["--epochs", "1", "--num_generations", "1", "--name", "pre", "--set", "Folder",
+                 "--data", str(tmp_path / "data"), "--no_wandb", "--device", "cpu", "--image_size", "16", "-t", "0",
+                 "--checkpoints_dir", str(tmp_path / "ckpt"), "--quiet", "--save_model", "--split_mode", "kels",
+                 "--split_rate", "0.5", "--reset_layer_name", "layer4", "--pretrained", str(tmp_path / "pre.pth")])
+    init = torch.load(next(tmp_path.glob("ckpt/*/*/gen_0/*/*/checkpoints/init_model.state")),
+                      weights_only=True)["state_dict"]
+    w, old = init["layer1.0.conv1.weight"], source.layer1[0].conv1.weight.detach()
+    assert torch.equal(w[:32, :32], old[:32, :32])  # the KELS fit hypothesis kept
+    assert not torch.equal(w[32:], old[32:]) and w[32:].abs().max() <= 1 / math.sqrt(64 * 9) + 1e-7
+    assert init["layer1.0.conv1.mask"].all() and not init["layer4.0.conv1.mask"].any()  # then the LLF masks

@@ -7,7 +7,12 @@ import os
 import warnings
 from pathlib import Path
 
-from forgetting_common.cli import OneLineErrorParser, add_common_flags
+from forgetting_common.cli import (
+    OneLineErrorParser,
+    add_common_flags,
+    non_negative_float,
+    positive_float,
+)
 from forgetting_common.errors import UserError
 
 from llf_ke.models import ARCH_CHOICES, UNSUPPORTED_ARCHS
@@ -52,15 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval_intermediate_tst", type=int, default=0, help="evaluate the test split every N epochs instead of at the end")
     p.add_argument("--start-epoch", dest="start_epoch", type=int, default=None, help="overwritten with 0 each generation")
     p.add_argument("-b", "--batch_size", type=int, default=32)
-    p.add_argument("--lr", "--learning-rate", dest="lr", type=float, default=0.256)
+    p.add_argument("--lr", "--learning-rate", dest="lr", type=positive_float, default=0.256)
     p.add_argument("--warmup_length", type=int, default=5, help="warm-up epochs")
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--wd", "--weight_decay", dest="weight_decay", type=float, default=1e-4)
+    p.add_argument("--momentum", type=non_negative_float, default=0.9)
+    p.add_argument("--wd", "--weight_decay", dest="weight_decay", type=non_negative_float, default=1e-4)
     p.add_argument("-p", "--print-freq", dest="print_freq", type=int, default=10000)
     p.add_argument("--samples_per_class", type=int, default=1)
     p.add_argument("--alpha", type=float, default=32)
     p.add_argument("--warm", type=int, default=1)
-    p.add_argument("--resume", nargs="?", const="auto", default="", help="continue an interrupted run: a checkpoint file, or 'auto' / any value to use the run's own last checkpoint")
+    p.add_argument("--resume", nargs="?", const="auto", default="",
+                   help="bare --resume (or 'auto'): continue this run from <exp_dir>/checkpoint_last.pth (a "
+                        "folder without one restarts); a path: an original-style checkpoint (state_dict, "
+                        "optimizer) to start from, as the original did")
     p.add_argument("--reset_layer_name", default=None, help="LLF: reset the first parameter whose name contains this and all after it")
     p.add_argument("--pretrained", default=None, help="checkpoint to start from")
     p.add_argument("--seed", type=int, default=None)
@@ -95,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freeze_non_reset", action="store_true")
     p.add_argument("--no_wandb", action="store_true")
     p.add_argument("--group_vars", nargs="+", default="")
-    p.add_argument("--label_smoothing", type=float, default=0.1)
+    p.add_argument("--label_smoothing", type=non_negative_float, default=0.1)
     p.add_argument("--trainer", default="default")
     p.add_argument("--reset_bn", action="store_true")
     p.add_argument("--no_reset", action="store_true")
@@ -107,7 +115,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init_seed", type=int, default=None, help="seed every RNG once at start (no per-generation re-seeding)")
     p.add_argument("--eval_after_reset", action="store_true", help="also evaluate the test split right after each reset")
     p.add_argument("--no_flip", action="store_true", help="no random horizontal flip (e.g. for digits)")
-    p.add_argument("--stop_after_epochs", type=int, default=None, help=argparse.SUPPRESS)
     return p
 
 
@@ -155,8 +162,6 @@ def validate(a: argparse.Namespace) -> None:
             raise UserError(f"{flag} {value}: must be at least {low}")
     if a.optimizer not in OPTIMIZERS:
         raise UserError(f"--optimizer {a.optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
-    if a.lr <= 0:
-        raise UserError(f"--lr {a.lr}: must be positive")
     if not 0.0 <= a.label_smoothing < 1.0:
         raise UserError(f"--label_smoothing {a.label_smoothing}: must be in [0, 1)")
     if a.reset_hypothesis and a.split_mode == "kels":

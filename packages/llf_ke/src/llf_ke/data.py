@@ -59,6 +59,30 @@ def transforms_for(set_name: str, image_size: int, flip: bool = True):
             T.Compose([T.Resize((side, side)), T.CenterCrop(image_size), T.ToTensor(), norm]))
 
 
+class CorruptImageError(DatasetError):
+    """An image file that PIL cannot decode; the message names the file.
+
+    Raised in a DataLoader worker, it reaches the main process re-built from the worker's
+    whole traceback text; the constructor keeps only the original one-line message.
+    """
+
+    def __init__(self, message: str) -> None:
+        if message.startswith("Caught ") and "CorruptImageError: " in message:
+            message = message.strip().splitlines()[-1].split("CorruptImageError: ", 1)[-1]
+        super().__init__(message)
+
+
+def read_rgb(path: str | Path):
+    """The image at ``path`` as RGB (PIL), or :class:`CorruptImageError` naming it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (OSError, ValueError, SyntaxError) as err:  # PIL's errors for broken or truncated files
+        raise CorruptImageError(f"image {path} cannot be decoded ({err}); replace or remove it") from err
+
+
 class ListDataset(Dataset):
     """(path, label) pairs read with PIL, converted to RGB."""
 
@@ -71,11 +95,8 @@ class ListDataset(Dataset):
         return len(self.items)
 
     def __getitem__(self, index: int):
-        from PIL import Image
-
         path, label = self.items[index]
-        with Image.open(path) as img:
-            image = img.convert("RGB")
+        image = read_rgb(path)
         if self.transform is not None:
             image = self.transform(image)
         return image, label
@@ -153,6 +174,9 @@ def load_splits(data_root: str | Path, set_name: str, num_cls: int, image_size: 
     else:
         val = image_folder_split(root, set_name, "test", eval_tf, expected)
         test = None
+    for ds in (train, val, test):
+        if ds is not None:
+            ds.loader = read_rgb  # a corrupt image stops the run with one line naming it
     for name, ds in (("val", val), ("test", test)):
         if ds is not None and ds.classes != train.classes:
             raise DatasetError(f"{root}/{set_name}: the {name} split's class folders differ from the train split's")

@@ -61,8 +61,7 @@ def _default_uniform(module: nn.Module) -> None:
 
 @torch.no_grad()
 def split_reinitialize(model: nn.Module, *, evolve_mode: str = "rand", split_rate: float = 0.5,
-                       reset_hypothesis: bool = False, generator: torch.Generator | None = None,
-                       mask_generator: torch.Generator | None = None) -> None:
+                       reset_hypothesis: bool = False, generator: torch.Generator | None = None) -> None:
     """Re-initialise the reset hypothesis (mask 0) of every split layer; keep the fit hypothesis.
 
     A full fresh tensor is drawn for every split layer in registration order (even where the
@@ -74,7 +73,7 @@ def split_reinitialize(model: nn.Module, *, evolve_mode: str = "rand", split_rat
     modules = split_modules(model)
     if reset_hypothesis:
         for _, module in modules:
-            module.redraw_mask(mask_generator)
+            module.redraw_mask()
     masks = weight_masks(model)
     if evolve_mode == "zero":
         apply_zero(model, masks)

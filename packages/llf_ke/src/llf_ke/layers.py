@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -50,30 +51,30 @@ def kels_mask(shape: tuple[int, ...], rate: float, *, first_layer: bool = False,
     return mask
 
 
-def wels_mask(shape: tuple[int, ...], rate: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def wels_mask(shape: tuple[int, ...], rate: float) -> torch.Tensor:
     """Weight-level mask: each weight kept independently with probability ``rate``.
 
-    Drawn with :func:`forgetting_common.masks.random_mask` (torch's CPU stream, or
-    ``generator``). With ``rate < 1`` at least one entry is forgotten and with ``rate > 0``
-    at least one is kept, as the original asserted (a degenerate draw is redrawn).
+    Drawn as the original drew it: ``u = np.random.rand(*shape)`` from NumPy's *global*
+    stream, kept where ``u >= 1 - rate``. NumPy, not torch: the draw sits between the layers'
+    torch initialisation draws, so taking it from torch would shift every later weight, while
+    the original gives the same initial weights under KELS and WELS for a given torch seed.
+    The original asserted both values occur (rate < 1); a draw that misses one, possible only
+    for a tiny tensor at an extreme rate, is drawn again instead of crashing.
     """
-    from forgetting_common.masks import random_mask
-
-    like = torch.empty(shape)
+    threshold = 1.0 - rate
     for _ in range(100):
-        mask = random_mask(like, rate, generator).float()
-        total = int(mask.sum())
-        if (rate >= 1.0 or total < mask.numel()) and (rate <= 0.0 or total > 0):
-            return mask
-    return mask  # a tiny tensor with an extreme rate: accept the last draw
+        keep = np.random.rand(*shape) >= threshold
+        if rate >= 1.0 or 0 < int(keep.sum()) < keep.size:
+            break
+    return torch.from_numpy(keep.astype(np.float32))
 
 
 def make_mask(shape: tuple[int, ...], rate: float, mode: str, *, first_layer: bool = False,
-              last_layer: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+              last_layer: bool = False) -> torch.Tensor:
     if mode == "kels":
         return kels_mask(shape, rate, first_layer=first_layer, last_layer=last_layer)
     if mode == "wels":
-        return wels_mask(shape, rate, generator)
+        return wels_mask(shape, rate)
     raise ValueError(f"unknown split mode {mode!r}; use kels or wels")
 
 
@@ -92,11 +93,12 @@ class SplitMixin:
                          first_layer=self.first_layer, last_layer=self.last_layer)
         self.mask = nn.Parameter(mask, requires_grad=False)
 
-    def redraw_mask(self, generator: torch.Generator | None = None) -> None:
-        """Draw a new WELS mask (``--reset_hypothesis``); KELS masks are fixed by construction."""
+    def redraw_mask(self) -> None:
+        """Draw a new WELS mask (``--reset_hypothesis``) from NumPy's global stream, as the
+        original did (never re-seeded per generation, even with ``--fix_seed``)."""
         if self.split_mode != "wels":
             raise ValueError("--reset_hypothesis only works with --split_mode wels")
-        new = wels_mask(tuple(self.weight.shape), self.split_rate, generator)
+        new = wels_mask(tuple(self.weight.shape), self.split_rate)
         with torch.no_grad():
             self.mask.copy_(new.to(self.mask.device))
 

@@ -21,11 +21,16 @@ def test_curve(exp_dir: str | Path) -> list[tuple[float, float]]:
     path = Path(exp_dir) / "metrics.jsonl"
     if not path.is_file():
         raise UserError(f"{exp_dir}: no metrics.jsonl (not a train_KE_cls.py run folder)")
-    records = [r for r in read_metrics(path) if r.get("split") == "test"]
     points = []
-    for r in records:
+    for r in read_metrics(path):
+        if "test/top1" in r:
+            top1 = r["test/top1"]
+        elif r.get("split") == "test":  # run folders written before one row per epoch
+            top1 = r["top1"]
+        else:
+            continue
         x = r["equivalent_generation"] if "equivalent_generation" in r else r["generation"]
-        points.append((float(x), float(r["top1"])))
+        points.append((float(x), float(top1)))
     return points
 
 

@@ -17,9 +17,12 @@ import sys
 from pathlib import Path
 
 from forgetting_common.cli import OneLineErrorParser
+from forgetting_common.data import download_guard
 from forgetting_common.errors import UserError, run_main
+from forgetting_common.runlog import progress
 
 from llf_ke.data import read_flowers102_raw
+from llf_ke.prepare_folder import staged
 
 
 def prepare(src: str | Path, dst: str | Path, copy: bool = False, download: bool = False) -> dict[str, int]:
@@ -29,30 +32,29 @@ def prepare(src: str | Path, dst: str | Path, copy: bool = False, download: bool
         try:
             from torchvision.datasets import Flowers102
 
-            for split in ("train", "val", "test"):
-                Flowers102(root=str(src), split=split, download=True)
+            with download_guard(src):  # a failed download leaves nothing behind
+                for split in ("train", "val", "test"):
+                    Flowers102(root=str(src), split=split, download=True)
         except Exception as err:  # noqa: BLE001 - no network, bad archive ...
             raise UserError(f"could not download Flowers-102 into {src} ({err})") from err
     if not raw.is_dir():
         raise UserError(f"{raw} not found: --src must hold torchvision's flowers-102/ folder "
                         "(jpg/, imagelabels.mat, setid.mat); add --download to fetch it")
-    target = dst / "Flower102"
-    if target.exists() and any(target.iterdir()):
-        raise UserError(f"{target} already exists and is not empty; remove it or choose another --dst")
     items = read_flowers102_raw(raw)
     counts = {}
-    for split, pairs in items.items():
-        for c in range(102):
-            (target / split / f"{c:03d}").mkdir(parents=True, exist_ok=True)
-        for path, label in pairs:
-            if not path.is_file():
-                raise UserError(f"{path} is listed in setid.mat but missing")
-            out = target / split / f"{label:03d}" / path.name
-            if copy:
-                shutil.copy2(path, out)
-            else:
-                os.symlink(path.resolve(), out)
-        counts[split] = len(pairs)
+    with staged(dst / "Flower102") as target:  # renamed into place only once complete
+        for split, pairs in items.items():
+            for c in range(102):
+                (target / split / f"{c:03d}").mkdir(parents=True, exist_ok=True)
+            for path, label in progress(pairs, desc=split, unit="image"):
+                if not path.is_file():
+                    raise UserError(f"{path} is listed in setid.mat but missing")
+                out = target / split / f"{label:03d}" / path.name
+                if copy:
+                    shutil.copy2(path, out)
+                else:
+                    os.symlink(path.resolve(), out)
+            counts[split] = len(pairs)
     return counts
 
 
@@ -63,6 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--copy", action="store_true", help="copy the images instead of symlinking them")
     p.add_argument("--download", action="store_true", help="download with torchvision first (needs a network)")
     args = p.parse_args(argv)
+    print(f"prepare_flower102: writing {Path(args.dst) / 'Flower102'}", file=sys.stderr)
     counts = prepare(args.src, args.dst, copy=args.copy, download=args.download)
     print(f"Flower102 written to {Path(args.dst) / 'Flower102'}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 

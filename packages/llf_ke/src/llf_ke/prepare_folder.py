@@ -16,14 +16,21 @@ Writes ``DIR/Folder/{train,val,test}/<class>/NNNN.png`` (32x32 RGB):
 from __future__ import annotations
 
 import io
+import os
+import shutil
 import sys
+import tempfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from forgetting_common.cli import OneLineErrorParser
+from forgetting_common.atomic import current_umask
+from forgetting_common.cli import OneLineErrorParser, non_negative_int, positive_int
 from forgetting_common.data import DatasetError, resolve_root
 from forgetting_common.errors import UserError, run_main
+from forgetting_common.runlog import progress
 
 
 def _save(img: np.ndarray, path: Path) -> None:
@@ -33,22 +40,39 @@ def _save(img: np.ndarray, path: Path) -> None:
     Image.fromarray(img).save(path)
 
 
-def _check_dst(dst: Path) -> Path:
-    target = dst / "Folder"
-    if target.exists() and any(target.iterdir()):
+@contextmanager
+def staged(target: Path) -> Iterator[Path]:
+    """Build a folder under a hidden temporary name beside ``target``; rename it into place only
+    once complete, so an interrupted export never leaves a half-filled ``target``."""
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise UserError(f"{target} already exists and is not empty; remove it or choose another --dst")
-    return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~current_umask())
+        yield tmp
+        if target.exists():
+            target.rmdir()  # the empty folder checked above
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def export_digits(dst: str | Path, train_per_class: int = 15, val_per_class: int = 30, seed: int = 0,
                   test_per_class: int | None = None) -> dict[str, int]:
     from forgetting_common.data import load_digits
 
-    target = _check_dst(Path(dst))
     images, labels = load_digits()
     rng = np.random.default_rng(seed)
     counts = {"train": 0, "val": 0, "test": 0}
-    for c in range(10):
+    with staged(Path(dst) / "Folder") as target:
+        _export_digits(target, images, labels, rng, counts, train_per_class, val_per_class, test_per_class)
+    return counts
+
+
+def _export_digits(target, images, labels, rng, counts, train_per_class, val_per_class, test_per_class) -> None:
+    for c in progress(range(10), desc="digits", unit="class"):
         idx = np.flatnonzero(labels.numpy() == c)
         rng.shuffle(idx)
         if len(idx) <= train_per_class + val_per_class:
@@ -61,45 +85,55 @@ def export_digits(dst: str | Path, train_per_class: int = 15, val_per_class: int
                 big = np.kron(small, np.ones((4, 4), dtype=np.uint8))
                 _save(np.repeat(big[:, :, None], 3, axis=2), target / split / f"{c}" / f"{j:04d}.png")
                 counts[split] += 1
-    return counts
 
 
 def export_cifar10_jpeg(src: str | Path | None, dst: str | Path, train_per_class: int = 20, val_per_class: int = 20,
                         test_per_class: int | None = None, seed: int = 0) -> dict[str, int]:
-    from PIL import Image
 
     root = resolve_root(src, "../shared/data")
     zpath = root / "cifar10-jpeg" / "cifar10-jpeg.zip"
     if not zpath.is_file():
         raise DatasetError(f"JPEG CIFAR-10 not found at {zpath}: expected <root>/cifar10-jpeg/cifar10-jpeg.zip; "
                            "set the root with --src or FORGETTING_DATA")
-    target = _check_dst(Path(dst))
     rng = np.random.default_rng(seed)
     counts = {"train": 0, "val": 0, "test": 0}
-    with zipfile.ZipFile(zpath) as archive:
-        names = [n for n in archive.namelist() if n.lower().endswith((".jpg", ".jpeg", ".png"))]
-        by = {}
-        for n in names:
-            parts = n.split("/")
-            if len(parts) >= 3:
-                by.setdefault((parts[-3], parts[-2]), []).append(n)
-        classes = sorted({c for (s, c) in by if s == "train"})
-        if not classes:
-            raise DatasetError(f"{zpath}: expected train/<class>/*.jpg and test/<class>/*.jpg inside")
-        for c in classes:
-            train_files = sorted(by.get(("train", c), []))
-            test_files = sorted(by.get(("test", c), []))
-            order = rng.permutation(len(train_files))
-            chosen = {"train": [train_files[i] for i in order[:train_per_class]],
-                      "val": [train_files[i] for i in order[train_per_class:train_per_class + val_per_class]],
-                      "test": test_files if test_per_class is None else
-                      [test_files[i] for i in rng.permutation(len(test_files))[:test_per_class]]}
-            for split, files in chosen.items():
-                for j, name in enumerate(files):
-                    with Image.open(io.BytesIO(archive.read(name))) as img:
-                        _save(np.asarray(img.convert("RGB")), target / split / c / f"{j:04d}.png")
-                    counts[split] += 1
+    try:
+        with zipfile.ZipFile(zpath) as archive, staged(Path(dst) / "Folder") as target:
+            _export_cifar(archive, zpath, target, rng, counts, train_per_class, val_per_class, test_per_class)
+    except zipfile.BadZipFile as err:
+        raise DatasetError(f"{zpath} is not a readable zip archive ({err})") from err
     return counts
+
+
+def _export_cifar(archive, zpath, target, rng, counts, train_per_class, val_per_class, test_per_class) -> None:
+    from PIL import Image
+
+    names = [n for n in archive.namelist() if n.lower().endswith((".jpg", ".jpeg", ".png"))]
+    by = {}
+    for n in names:
+        parts = n.split("/")
+        if len(parts) >= 3:
+            by.setdefault((parts[-3], parts[-2]), []).append(n)
+    classes = sorted({c for (s, c) in by if s == "train"})
+    if not classes:
+        raise DatasetError(f"{zpath}: expected train/<class>/*.jpg and test/<class>/*.jpg inside")
+    for c in progress(classes, desc="cifar10-jpeg", unit="class"):
+        train_files = sorted(by.get(("train", c), []))
+        test_files = sorted(by.get(("test", c), []))
+        order = rng.permutation(len(train_files))
+        chosen = {"train": [train_files[i] for i in order[:train_per_class]],
+                  "val": [train_files[i] for i in order[train_per_class:train_per_class + val_per_class]],
+                  "test": test_files if test_per_class is None else
+                  [test_files[i] for i in rng.permutation(len(test_files))[:test_per_class]]}
+        for split, files in chosen.items():
+            for j, name in enumerate(files):
+                try:
+                    with Image.open(io.BytesIO(archive.read(name))) as img:
+                        rgb = np.asarray(img.convert("RGB"))
+                except (OSError, ValueError, SyntaxError) as err:
+                    raise DatasetError(f"image {name} in {zpath} cannot be decoded ({err})") from err
+                _save(rgb, target / split / c / f"{j:04d}.png")
+                counts[split] += 1
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -107,11 +141,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("source", choices=["digits", "cifar10-jpeg"])
     p.add_argument("--dst", required=True, help="data root to write Folder/ into (the --data of train_KE_cls.py)")
     p.add_argument("--src", default=None, help="cifar10-jpeg: root holding cifar10-jpeg/cifar10-jpeg.zip (default $FORGETTING_DATA)")
-    p.add_argument("--train_per_class", type=int, default=15)
-    p.add_argument("--val_per_class", type=int, default=30)
-    p.add_argument("--test_per_class", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train_per_class", type=positive_int, default=15)
+    p.add_argument("--val_per_class", type=positive_int, default=30)
+    p.add_argument("--test_per_class", type=positive_int, default=None)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     a = p.parse_args(argv)
+    print(f"prepare_folder: writing {Path(a.dst) / 'Folder'}", file=sys.stderr)
     if a.source == "digits":
         counts = export_digits(a.dst, a.train_per_class, a.val_per_class, a.seed, a.test_per_class)
     else:
