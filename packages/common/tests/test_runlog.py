@@ -46,3 +46,20 @@ def test_missing_wandb_is_a_clear_error():
         pytest.skip("wandb is installed here")
     with pytest.raises(UserError, match="--no_wandb"):
         init_wandb(project="x")
+
+
+def test_tensorboard_gets_measurements_not_counters_nan_kept_and_the_config(tmp_path):
+    import math
+
+    from forgetting_common.testing import tensorboard_scalars
+    from tensorboardX.proto import event_pb2
+
+    run = tmp_path / "run"
+    with RunLog.create(run, config={"lr": 0.1}) as log:
+        log.log({"Iter": 10, "Epoch": 1, "train/loss": 0.5, "test/acc": float("nan")}, step=10)
+    points = tensorboard_scalars(run / "tensorboard")
+    assert [tag for tag, _, _ in points] == ["train/loss", "test/acc"]
+    assert math.isnan(points[1][2])
+    assert read_metrics(run)[0]["Iter"] == 10 and read_metrics(run)[0]["test/acc"] is None
+    raw = b"".join(p.read_bytes() for p in (run / "tensorboard").iterdir())
+    assert b'"lr": 0.1' in raw and event_pb2 is not None

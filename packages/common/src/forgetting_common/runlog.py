@@ -109,6 +109,25 @@ def _truncate(path: Path, size: int) -> None:
             handle.truncate(size)
 
 
+#: Keys that count where a row is (iteration, epoch, task …): kept in ``metrics.jsonl``, where
+#: they locate the row, but not drawn in TensorBoard, where the step already is the x axis.
+COUNTER_NAMES = frozenset({
+    "step", "time", "iter", "iters", "iteration", "epoch", "task", "state", "generation", "gen",
+    "sample", "samples", "round", "seed",
+})
+
+
+def is_counter(key: str) -> bool:
+    """Whether a metric key names a counter (its last ``/`` segment, any case)."""
+    return key.rsplit("/", 1)[-1].strip().lower() in COUNTER_NAMES
+
+
+def _raw(value: Any) -> Any:
+    if hasattr(value, "item") and getattr(value, "numel", lambda: 1)() == 1:
+        value = value.item()
+    return value
+
+
 def _scalar(value: Any) -> Any:
     if hasattr(value, "item") and getattr(value, "numel", lambda: 1)() == 1:
         value = value.item()
@@ -183,7 +202,12 @@ class RunLog:
         wandb_run = init_wandb(config=resolved, **wandb) if wandb is not None else None
         atomic_write_json(path / "config.json", resolved)
         elapsed = float(resume_state.get("elapsed", 0.0)) if resume and resume_state else 0.0
-        return cls(path, tensorboard=tensorboard, quiet=quiet, wandb_run=wandb_run, elapsed=elapsed)
+        log = cls(path, tensorboard=tensorboard, quiet=quiet, wandb_run=wandb_run, elapsed=elapsed)
+        # The run's configuration travels with its TensorBoard events (once: a resumed run's
+        # events continue the first writer's, which already holds it).
+        if log._tb is not None and not (resume and resume_state):
+            log._tb.add_text("config", "```json\n" + json.dumps(resolved, indent=2, default=str) + "\n```", 0)
+        return log
 
     def checkpoint_state(self) -> dict[str, Any]:
         """Flush the logs and say how far they go, for a checkpoint written right after."""
@@ -211,10 +235,15 @@ class RunLog:
         self._metrics.write(json.dumps(record) + "\n")
         self._metrics.flush()
         if self._tb is not None:
-            for key, value in record.items():
-                if key in ("step", "time") or not isinstance(value, int | float) or isinstance(value, bool):
+            for key, value in metrics.items():
+                name = prefix + key
+                if is_counter(name):
+                    continue  # the x axis of a row, not a measurement
+                value = _raw(value)
+                if value is None or not isinstance(value, int | float) or isinstance(value, bool):
                     continue
-                self._tb.add_scalar(key, value, global_step=step if step is not None else 0)
+                # NaN and inf go to TensorBoard as they are (it draws them), not dropped.
+                self._tb.add_scalar(name, value, global_step=step if step is not None else 0)
         if self._wandb is not None:
             self._wandb.log({k: v for k, v in record.items() if k != "step"}, step=step)
 
