@@ -24,7 +24,11 @@ def main() -> None:
         folder = Path(run)
         if not (folder / "topo.json").exists():
             raise UserError(f"{folder} is not a finished forget_train.py run (no topo.json)")
-        records[folder.name] = [game_run_record(folder)]
+        try:
+            records[folder.name] = [game_run_record(folder)]
+        except (ValueError, KeyError, IndexError, TypeError) as err:  # a damaged or foreign file in the folder
+            raise UserError(f"{folder} is not a readable forget_train.py run ({type(err).__name__}: "
+                            f"{' '.join(str(err).split())[:150]})") from err
     print(plot_regimes(records, Path(args.out)))
 
 

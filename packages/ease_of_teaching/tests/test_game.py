@@ -131,3 +131,32 @@ def test_compositional_language_is_learnt_by_fresh_receivers():
     lang = torch.from_numpy(np.stack([np.arange(32) // 4, np.arange(32) % 4], 1))
     acc = teach_batched(lang, n_receivers=4, iters=150, rng=np.random.default_rng(0), init_seed=1)
     assert acc[:, :10].mean() < 40 and acc[:, -20:].mean() > 70
+
+
+# Issue 12: every magnitude mask of the original forgets int(n * (1 - keep)) entries, computed in
+# floating point (1 - 0.9 = 0.09999999999999998, so 40 000 weights -> 3999.99... -> 3 999).
+SENDER_COUNTS = {
+    0.9: [119, 9, 319, 3999, 39, 39, 79, 0],
+    0.55: [540, 44, 1439, 18000, 179, 179, 359, 3],   # 100 * 0.44999999999999996 -> 44
+    0.8: [239, 19, 639, 7999, 79, 79, 159, 1],
+    0.1: [1080, 90, 2880, 36000, 360, 360, 720, 7],   # PBF's keep 10 %
+}
+RECEIVER_COUNTS = {
+    0.9: [119, 9, 319, 3999, 39, 39, 999, 9],
+    0.55: [540, 44, 1439, 18000, 179, 179, 4500, 44],
+    0.8: [239, 19, 639, 7999, 79, 79, 1999, 19],
+    0.1: [1080, 90, 2880, 36000, 360, 360, 9000, 90],
+}
+
+
+@pytest.mark.parametrize("keep", sorted(SENDER_COUNTS))
+def test_weight_mask_counts_are_the_originals_int_of_n_times_one_minus_keep(keep):
+    torch.manual_seed(0)
+    for model, counts in ((G.Sender(), SENDER_COUNTS[keep]), (G.Receiver(), RECEIVER_COUNTS[keep])):
+        masks = G.build_model_masks(model, keep, weight_mask=True)
+        assert [int((~m).sum()) for m in masks.values()] == counts
+        # the forgotten entries are the smallest in magnitude
+        for name, p in model.named_parameters():
+            m = masks[name]
+            if (~m).any() and m.any():
+                assert p.detach().abs()[~m].max() <= p.detach().abs()[m].min()

@@ -131,3 +131,51 @@ def test_keep_fraction_that_empties_a_tensor_is_refused():
     with pytest.raises(UserError, match="keeps no entry"):
         check_keep_leaves_entries(model, "lenet", 0.0, same_mask=True)
     check_keep_leaves_entries(model, "lenet", 1e-5, same_mask=False)  # one entry is enough
+
+
+# Issue 12: the original forgot int(n * prune_rate) entries, with prune_rate written as 1 - k
+# (full-rate layers) or (1 - k) / 2 (half-rate layers), in floating point. Hand-computed:
+#   keep 0.9:  1 - 0.9 = 0.09999999999999998 -> fc1 235200 * it = 23519.99... -> 23519;
+#              (1 - 0.9) / 2 = 0.04999999999999999 -> fc3 1000 * it = 49.99... -> 49
+#              (1 - (0.9 + 0.05)) would give 0.050000000000000044 -> 50, one too many);
+#   keep 0.55: 0.44999999999999996 -> 105839 / 13499; half 0.22499999999999998 -> 224 of 1000;
+#   keep 0.8:  0.19999999999999996 -> 47039 / 5999; half 0.09999999999999998 -> 99 of 1000;
+#   keep 0.2:  half 0.4 -> 400 of 1000 (1 - (0.2 + 0.4) = 0.3999999999999999 would give 399);
+#   keep 0.6:  half 0.2 -> 200 of 1000 (the other way gives 199).
+@pytest.mark.parametrize("keep,counts", [
+    (0.9, {"fc1.weight": 23519, "fc2.weight": 2999, "fc3.weight": 49}),
+    (0.55, {"fc1.weight": 105839, "fc2.weight": 13499, "fc3.weight": 224}),
+    (0.8, {"fc1.weight": 47039, "fc2.weight": 5999, "fc3.weight": 99}),
+    (0.2, {"fc1.weight": 188160, "fc2.weight": 24000, "fc3.weight": 400}),
+    (0.6, {"fc1.weight": 94080, "fc2.weight": 12000, "fc3.weight": 200}),
+])
+def test_imp_style_counts_follow_the_originals_float_arithmetic(keep, counts):
+    live, clone, init = trained_pair()
+    cfg = ForgetConfig("lenet", keep, weight_mask=True, reset_to_zero=True, rewind_to_init=True)
+    masks = forget_copy(live, clone, cfg, init_weights=init)
+    assert {name: int((~m).sum()) for name, m in masks.items()} == counts
+    params = dict(clone.named_parameters())
+    assert {name: int((params[name] == 0).sum()) for name in counts} == counts
+
+
+@pytest.mark.parametrize("arch,name,numel,forgotten", [
+    ("resnet18", "fc.weight", 640, 31),            # half rate: int(640 * 0.04999999999999999)
+    ("resnet18", "conv.weight", 432, 43),          # full rate: int(432 * 0.09999999999999998) = int(43.19...)
+    ("conv4", "trunk.0.conv.weight", 1728, 86),    # conv4's convs are the half-rate layers
+    ("conv4", "fc3.weight", 2560, 255),            # int(255.99...)
+])
+def test_half_and_full_rate_counts_on_the_cifar_architectures(arch, name, numel, forgotten):
+    live, clone, init = trained_pair(arch, "cifar10")
+    cfg = ForgetConfig(arch, 0.9, weight_mask=True, reset_to_zero=True)
+    masks = forget_copy(live, clone, cfg)
+    assert masks[name].numel() == numel and int((~masks[name]).sum()) == forgotten
+
+
+def test_same_mask_magnitude_counts_use_one_minus_keep_for_every_tensor():
+    """--same_mask --weight_mask: int(n * (1 - k)) everywhere, biases included, no half rate."""
+    live = build_model("lenet")
+    cfg = ForgetConfig("lenet", 0.9, weight_mask=True, same_mask=True)
+    masks = initial_masks(live, cfg, None)
+    forgotten = {name: int((~m).sum()) for name, m in masks.items()}
+    assert forgotten == {"fc1.weight": 23519, "fc1.bias": 29, "fc2.weight": 2999, "fc2.bias": 9,
+                         "fc3.weight": 99, "fc3.bias": 0}

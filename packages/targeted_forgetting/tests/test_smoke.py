@@ -176,14 +176,46 @@ def test_wandb_when_installed_and_configured(run_cli, monkeypatch, capsys):
     assert calls.get("finished") and "Iteration" not in capsys.readouterr().out
 
 
-def test_resume_checkpoint_with_other_objects(run_cli, tmp_path, capsys):
+def test_resume_path_holding_other_objects_is_refused_not_unpickled(run_cli, tmp_path):
+    """A pickled object in the file could run code when unpickled: refused in one line."""
     import argparse
 
+    from forgetting_common.errors import UserError
     from targeted_forgetting.models import build_model
 
     path = tmp_path / "full.pt"
     torch.save({"state_dict": build_model("lenet").state_dict(), "args": argparse.Namespace(lr=0.1)}, path)
     argv = ["--train_iters", "2", "--print_every", "2", "--data_source", "synthetic", "--train_limit", "300",
             "--no_plot", "--no_wandb", "--keep_perc", "0.5", "--resume_path", str(path)]
-    assert run_cli(argv) is not None
-    assert "full unpickling" in capsys.readouterr().err
+    with pytest.raises(UserError, match=r"--resume_path .*full.pt is refused: .*could run code"):
+        run_cli(argv)
+    assert not list((tmp_path / "runs").glob("*/metrics.jsonl"))
+
+
+def test_progress_bar_is_drawn_on_a_terminal_that_reports_no_rows():
+    """Some ptys report 0 x 0; tqdm then drew nothing at all (it took -1 rows as 'no room')."""
+    import io
+
+    from targeted_forgetting.train import progress_bar
+    from tqdm import tqdm
+
+    class PtyLog:
+        def __init__(self):
+            self.out = io.StringIO()
+
+        def progress(self, iterable=None, **kwargs):
+            bar = tqdm(iterable, file=self.out, dynamic_ncols=True, mininterval=0, **kwargs)
+            bar.dynamic_ncols = lambda fp: (80, -1)  # what tqdm reads from such a terminal
+            bar.nrows = -1
+            return bar
+
+    plain = PtyLog()
+    bar = plain.progress(total=3)
+    bar.update(3)
+    bar.close()
+    assert "3/3" not in plain.out.getvalue()  # the failure this guards against
+    fixed = PtyLog()
+    bar = progress_bar(fixed, total=3, desc="train")
+    bar.update(3)
+    bar.close()
+    assert "train: 100%" in fixed.out.getvalue() and "3/3" in fixed.out.getvalue()

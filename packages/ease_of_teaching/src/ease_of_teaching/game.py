@@ -300,11 +300,13 @@ class Team:
 def build_model_masks(model: nn.Module, keep: float, weight_mask: bool) -> M.Masks:
     """Per-tensor masks over every parameter of ``model`` with one keep fraction.
 
-    ``weight_mask``: keep the largest-|w| entries (exactly ``n - floor(n(1-keep))``);
+    ``weight_mask``: forget the ``int(n * (1 - keep))`` smallest-|w| entries, the original's
+    floating-point count for the sender, the receiver (``--weight_mask``, ``--same_mask``) and
+    the mixed-language copy alike (keep 0.9 on the 40 000-entry ``weight_hh`` forgets 3 999);
     otherwise Bernoulli(keep) per entry from torch's global CPU stream, as the original did.
     """
     refs = {name: p.detach() for name, p in model.named_parameters()}
-    return M.build_masks(refs, keep, kind="magnitude" if weight_mask else "random")
+    return M.build_masks(refs, keep, kind="magnitude" if weight_mask else "random", prune_rate=1 - keep)
 
 
 def partial_forget(model: nn.Module, masks: M.Masks, to_zero: bool) -> None:

@@ -21,10 +21,20 @@ import torch.nn.functional as F
 from forgetting_common import cli
 from forgetting_common.device import resolve_device
 from forgetting_common.errors import UserError
-from forgetting_common.runlog import RunLog
+from forgetting_common.runlog import EMPTY_STATE, RunLog
 from forgetting_common.seeding import seed_everything
 
 from ease_of_teaching import plots
+from ease_of_teaching.checkpoint import (
+    CHECKPOINT,
+    FORMAT_MIXED,
+    StopRequests,
+    progress_bar,
+    remove_checkpoint,
+    restore_mixed,
+    resume_point,
+    save_mixed_checkpoint,
+)
 from ease_of_teaching.game import (
     NUM_OBJECTS,
     Sender,
@@ -43,6 +53,7 @@ from ease_of_teaching.outputs import (
 )
 
 HALF = NUM_OBJECTS // 2
+PROG = "mixed_language_forget_samebatch.py"
 
 
 def build_parser(prog: str = "mixed_language_forget_samebatch.py") -> argparse.ArgumentParser:
@@ -59,7 +70,8 @@ def build_parser(prog: str = "mixed_language_forget_samebatch.py") -> argparse.A
     p.add_argument("--trainIters", type=cli.positive_int, default=700, help="training iterations")
     p.add_argument("--resetNum", type=cli.positive_int, default=50, help="accepted, unused here")
     p.add_argument("--batchSize", type=int, default=32, help="accepted, unused (the batch is the 32 objects)")
-    p.add_argument("--sLearnRate", type=float, default=0.001, help="Adam learning rate of the imitation sender")
+    p.add_argument("--sLearnRate", type=cli.positive_float, default=0.001,
+                   help="Adam learning rate of the imitation sender")
     p.add_argument("--rLearnRate", type=float, default=0.001, help="accepted, unused")
     p.add_argument("--same_mask", action="store_true", help="masks fixed once from the initial weights")
     p.add_argument("--weight_mask", action="store_true", help="forget the smallest-magnitude weights (else random)")
@@ -75,6 +87,11 @@ def build_parser(prog: str = "mixed_language_forget_samebatch.py") -> argparse.A
     p.add_argument("--out_dir", default=".", help="folder holding <fname>/ (default: here)")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in the same folder")
     p.add_argument("--num_threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in its folder from checkpoint.pt (same flags)")
+    p.add_argument("--checkpoint_every", type=cli.non_negative_int, default=100,
+                   help="write checkpoint.pt in the run folder every n iterations (0: only on Ctrl-C/SIGTERM); "
+                   "removed when the run finishes")
     return p
 
 
@@ -83,8 +100,6 @@ def validate(args: argparse.Namespace) -> None:
         raise UserError("--reset_every has no effect without --train_with_reset")
     if args.num_threads < 0:
         raise UserError(f"--num_threads must be >= 0, got {args.num_threads}")
-    if not args.sLearnRate > 0:
-        raise UserError(f"--sLearnRate must be positive, got {args.sLearnRate}")
     if args.group_vars:
         check_group_vars(args, args.group_vars)
 
@@ -130,7 +145,8 @@ def half_metrics(loss, message, log_probs, targets, prefix: str = "") -> dict[st
     return {prefix + k: v for k, v in out.items()}
 
 
-def run(args: argparse.Namespace, device: torch.device, log: RunLog) -> list[dict]:
+def run(args: argparse.Namespace, device: torch.device, log: RunLog, state: dict | None = None) -> list[dict]:
+    """Train and probe; from the checkpoint ``state`` (everything before it re-drawn from the seed)."""
     seed_everything(args.seed)
     # RNG order of the original: permutation, live sender, clone, [fixed random masks], object order
     perm = torch.randperm(NUM_OBJECTS)
@@ -144,24 +160,33 @@ def run(args: argparse.Namespace, device: torch.device, log: RunLog) -> list[dic
     targets = torch.from_numpy(messages).to(device)
     log.write_json("language.json", {"object_order": order.tolist(), "target_messages": messages.tolist(),
                                      "permutation": perm.tolist()})
-    records = []
-    for i in log.progress(range(args.trainIters), desc=args.fname):
-        live.train()
-        loss, message, lp = imitation_forward(live, attrs, targets)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            rec = {"Iter": i, **half_metrics(loss.detach(), message, lp, targets)}
-            clone.load_state_dict(live.state_dict())
-            masks = fixed if fixed is not None else build_model_masks(clone, args.keep_perc, args.weight_mask)
-            partial_forget(clone, masks, args.reset_to_zero)
-            c_loss, c_msg, c_lp = imitation_forward(clone, attrs, targets)
-            rec.update(half_metrics(c_loss, c_msg, c_lp, targets, prefix="Copy "))
-        if args.train_with_reset and i % args.reset_every == 0:
-            live.load_state_dict(clone.state_dict())  # Adam state kept, as the original
-        log.log(rec, step=i)
-        records.append(rec)
+    start, records = restore_mixed(state, live, opt) if state is not None else (0, [])
+    every = args.checkpoint_every
+    with StopRequests(PROG) as stop:
+        for i in progress_bar(log, range(start, args.trainIters), desc=args.fname, total=args.trainIters,
+                              initial=start):
+            live.train()
+            loss, message, lp = imitation_forward(live, attrs, targets)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                rec = {"Iter": i, **half_metrics(loss.detach(), message, lp, targets)}
+                clone.load_state_dict(live.state_dict())
+                masks = fixed if fixed is not None else build_model_masks(clone, args.keep_perc, args.weight_mask)
+                partial_forget(clone, masks, args.reset_to_zero)
+                c_loss, c_msg, c_lp = imitation_forward(clone, attrs, targets)
+                rec.update(half_metrics(c_loss, c_msg, c_lp, targets, prefix="Copy "))
+            if args.train_with_reset and i % args.reset_every == 0:
+                live.load_state_dict(clone.state_dict())  # Adam state kept, as the original
+            log.log(rec, step=i)
+            records.append(rec)
+            if stop.requested or (every and (i + 1) % every == 0 and i + 1 < args.trainIters):
+                save_mixed_checkpoint(args, log, i + 1, live, opt, records)
+            if stop.requested:
+                print(f"{PROG}: checkpoint {log.dir / CHECKPOINT} after iteration {i}; continue with the same "
+                      "flags and --resume", file=sys.stderr)
+                stop.stop()
     return records
 
 
@@ -203,14 +228,27 @@ def main(argv: list[str] | None = None) -> dict | None:
     set_threads(device, args.num_threads)
     cfg["resolved_device"] = str(device)
     folder = run_folder(args)
-    clear_old_tensorboard(folder, args.overwrite)
-    log = RunLog.create(folder, cfg, overwrite=args.overwrite, quiet=args.quiet,
-                        wandb=wandb_settings(args, "ease_of_teaching_target"))
+    state = saved_config = None
+    if args.resume:
+        if args.overwrite:
+            raise UserError("--resume continues a run and --overwrite replaces it; pass one of them")
+        state, saved_config = resume_point(args, folder, PROG, FORMAT_MIXED)
+    elif args.overwrite and (folder / "config.json").exists():
+        clear_old_tensorboard(folder, args.overwrite)
+        remove_checkpoint(folder)  # a later --resume must not pick up the replaced run's state,
+        (folder / "summary.json").unlink(missing_ok=True)  # nor take the folder for a finished run
+    log = RunLog.create(folder, saved_config or cfg, overwrite=args.overwrite, quiet=args.quiet,
+                        wandb=wandb_settings(args, "ease_of_teaching_target"), resume=args.resume,
+                        resume_state=state["runlog"] if state is not None else EMPTY_STATE,
+                        exists_hint="continue it with --resume, or replace it with --overwrite")
+    print(f"{PROG}: writing to {folder}" + (f" (resuming after iteration {state['next_iter'] - 1})"
+                                            if state is not None else ""), file=sys.stderr)
     try:
-        records = run(args, device, log)
+        records = run(args, device, log, state)
         summary = summarize(records)
         log.write_json("summary.json", summary)
         plots.plot_mixed(folder / "copy_accuracy.png", records, title=folder.name)
+        remove_checkpoint(folder)
     finally:
         log.close()
     if not args.quiet:

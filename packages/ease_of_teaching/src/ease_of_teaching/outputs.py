@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import io
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from forgetting_common.atomic import atomic_write_bytes
+from forgetting_common.atomic import atomic_write_bytes, atomic_write_text
 from forgetting_common.errors import UserError
 from forgetting_common.runlog import wandb_available
+
+from ease_of_teaching import metrics as MET
+from ease_of_teaching import plots
 
 
 def save_npy(path: Path, array: Any, allow_pickle: bool = False) -> Path:
@@ -28,27 +32,17 @@ def save_npz(path: Path, **arrays: Any) -> Path:
 
 
 def save_h5(path: Path, attrs: dict[str, Any] | None = None, **datasets: Any) -> Path:
-    """An HDF5 file with the given datasets and attributes, written beside the target and renamed."""
-    import os
-    import tempfile
-
+    """An HDF5 file with the given datasets and attributes, built in memory and written atomically
+    (so a full or read-only disk is the plain ``OSError`` it is, and no half file is left)."""
     import h5py
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            for key, value in (attrs or {}).items():
-                f.attrs[key] = value
-            for key, value in datasets.items():
-                f.create_dataset(key, data=np.asarray(value))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = value
+        for key, value in datasets.items():
+            f.create_dataset(key, data=np.asarray(value))
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def group_name(args, group_vars) -> str:
@@ -87,3 +81,59 @@ def set_threads(device: torch.device, num_threads: int | None) -> None:
     """On the CPU the game's tiny models run fastest on one thread (kernel overhead dominates)."""
     if device.type == "cpu" and num_threads:
         torch.set_num_threads(num_threads)
+
+
+def write_run_outputs(tr, speech, traces: dict[str, torch.Tensor]) -> tuple[dict, list]:
+    """Every file of a finished ``forget_train.py`` run; returns the summary and the language table."""
+    a, out, log = tr.args, tr.log.dir, tr.log
+    table = MET.language_table(speech.message, speech.prob, a.topk)
+    save_npy(out / "langDict.npy", np.array(table, dtype=object), allow_pickle=True)
+    log.write_json("langDict.json", table)
+    atomic_write_text(out / "language.txt", MET.format_language_table(table) + "\n")
+    if log.tensorboard is not None:
+        text = MET.format_language_table(table).replace("\n", "  \n")
+        log.tensorboard.add_text("language table", text, a.trainIters)
+    arrays = {k: v.cpu().numpy() for k, v in traces.items()}
+    for name, arr in arrays.items():
+        save_npy(out / f"{name}.npy", arr)
+    save_npy(out / "dTopo.npy", tr.dTopo)
+    save_npy(out / "dTopoNew.npy", tr.dTopoNew)
+    save_npy(out / "dEntropy.npy", tr.dEntropy)
+    iters = [k * tr.reset_iter for k in range(a.resetNum)] + [a.trainIters]
+    topo = {"Iter": iters, "Topographic Similarity": _nan_list(tr.dTopo),
+            "New Topographic Similarity": _nan_list(tr.dTopoNew),
+            "Deterministic Entropy": _nan_list(tr.dEntropy)}
+    log.write_json("topo.json", topo)
+    if tr.eval_acc:
+        save_npy(out / "evalAcc.npy", np.stack(tr.eval_acc))
+        log.write_json("eot.json", {"evaluations": tr.eval_meta,
+                                    "mean_curves": [c.mean(0).round(3).tolist() for c in tr.eval_acc]})
+    if tr.trackers:
+        trackers = {k: np.asarray(v) for k, v in tr.trackers.items()}
+        save_h5(out / f"seed{a.seed}_example_tracker.h5",
+                attrs={"resetIter": tr.reset_iter, "trainIters": a.trainIters, "resetNum": a.resetNum},
+                **trackers, **tr.probe_np)
+    if tr.weights:
+        save_h5(out / f"seed{a.seed}_weight_trajectory.h5", **{k: np.asarray(v) for k, v in tr.weights.items()})
+    acc_np = arrays["trainAcc"]
+    n_last = min(1000, len(acc_np))
+    summary = {
+        "fname": a.fname, "seed": a.seed, "trainIters": a.trainIters, "resetIter": tr.reset_iter,
+        "final_train_acc_last1000": float(acc_np[-n_last:].mean()),
+        "initial_topo": _nan(tr.dTopo[0]), "final_topo": _nan(tr.dTopo[-1]),
+        "mean_topo_last3_boundaries": _nan(np.nanmean(tr.dTopo[-4:-1])) if a.resetNum > 1 else None,
+        "ease_of_teaching": tr.eval_meta[-1] if tr.eval_meta else None,
+    }
+    log.write_json("summary.json", summary)
+    plots.plot_run(out, arrays["trainAcc"], iters, tr.dTopo, tr.dTopoNew, tr.reset_iter,
+                   tr.eval_acc, tr.eval_meta, title=a.fname)
+    return summary, table
+
+
+def _nan(x) -> float | None:
+    x = float(x)
+    return None if math.isnan(x) else x
+
+
+def _nan_list(arr) -> list:
+    return [_nan(x) for x in arr]

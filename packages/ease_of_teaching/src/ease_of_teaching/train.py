@@ -12,7 +12,6 @@ evaluation commented out; it never changes the training run, it draws from its o
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -22,11 +21,19 @@ import torch
 from forgetting_common import cli
 from forgetting_common.device import resolve_device
 from forgetting_common.errors import UserError
-from forgetting_common.runlog import RunLog
+from forgetting_common.runlog import EMPTY_STATE, RunLog
 from forgetting_common.seeding import make_numpy_rng, seed_everything, stream_seed
 
 from ease_of_teaching import metrics as MET
-from ease_of_teaching import plots
+from ease_of_teaching.checkpoint import (
+    CHECKPOINT,
+    StopRequests,
+    progress_bar,
+    remove_checkpoint,
+    restore_trainer,
+    resume_point,
+    save_checkpoint,
+)
 from ease_of_teaching.game import (
     NUM_COLORS,
     NUM_OBJECTS,
@@ -39,11 +46,11 @@ from ease_of_teaching.game import (
 from ease_of_teaching.outputs import (
     check_group_vars,
     clear_old_tensorboard,
-    save_h5,
-    save_npy,
     set_threads,
     wandb_settings,
+    write_run_outputs,
 )
+from ease_of_teaching.probes import object_ids, probe_sets
 from ease_of_teaching.teaching import summarize_curves, teach_batched
 
 DERIVED = {
@@ -68,9 +75,9 @@ def build_parser(prog: str = "forget_train.py") -> argparse.ArgumentParser:
     p.add_argument("--resetNum", type=int, default=50, help="generations; reset/forget every trainIters//resetNum")
     p.add_argument("--batchSize", type=cli.positive_int, default=100, help="games per iteration")
     p.add_argument("--easy_limit", type=int, default=5, help="max easy distractors per game (active if < 4)")
-    p.add_argument("--sLearnRate", type=float, default=0.001)
-    p.add_argument("--rLearnRate", type=float, default=0.001)
-    p.add_argument("--weight_decay", type=float, default=0)
+    p.add_argument("--sLearnRate", type=cli.positive_float, default=0.001)
+    p.add_argument("--rLearnRate", type=cli.positive_float, default=0.001)
+    p.add_argument("--weight_decay", type=cli.non_negative_float, default=0)
     p.add_argument("--reset_receiver", action="store_true", help="reset the receiver completely every generation")
     p.add_argument("--freeze_receiver", action="store_true", help="freeze the receiver from a generation on")
     p.add_argument("--freeze_after_gen_num", type=int, default=1, help="freeze the receiver after n generations")
@@ -95,6 +102,12 @@ def build_parser(prog: str = "forget_train.py") -> argparse.ArgumentParser:
     p.add_argument("--eot_receivers", type=cli.positive_int, default=30, help="fresh receivers per evaluation")
     p.add_argument("--eot_iters", type=cli.positive_int, default=1000, help="iterations per fresh receiver")
     p.add_argument("--no_eot", action="store_true", help="skip the ease-of-teaching evaluation")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in <out_dir>/<fname> from its checkpoint.pt (same flags); "
+                   "the result equals an uninterrupted run")
+    p.add_argument("--checkpoint_every", type=cli.non_negative_int, default=5000,
+                   help="write <out_dir>/<fname>/checkpoint.pt every n iterations (0: only at the end of training "
+                   "and on Ctrl-C/SIGTERM); it is removed when the run finishes")
     return p
 
 
@@ -133,9 +146,6 @@ def validate(args: argparse.Namespace) -> None:
         raise UserError(f"--eot_every must be >= 0, got {args.eot_every}")
     if args.num_threads < 0:
         raise UserError(f"--num_threads must be >= 0, got {args.num_threads}")
-    for name in ("sLearnRate", "rLearnRate"):
-        if not getattr(args, name) > 0:
-            raise UserError(f"--{name} must be positive, got {getattr(args, name)}")
     if args.group_vars:
         check_group_vars(args, args.group_vars)
 
@@ -145,32 +155,6 @@ def resolved_config(args: argparse.Namespace) -> dict:
     cfg.update(DERIVED)
     cfg["resetIter"] = args.trainIters // args.resetNum if args.resetNum > 0 else None
     return cfg
-
-
-# --------------------------------------------------------------------------- probe sets
-def probe_sets(rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """The four per-object probe games of ``--track_examples``, as (32, 5, 2) colour/shape ids,
-    target first: hard-colour, hard-shape, easy, random (spec B.6)."""
-    sets = {k: np.zeros((NUM_OBJECTS, 5, 2), dtype=np.int64) for k in
-            ("all_color_hard_examples", "all_shape_hard_examples", "all_easy_examples", "all_random_examples")}
-    for obj in range(NUM_OBJECTS):
-        c, s = obj // NUM_SHAPES, obj % NUM_SHAPES
-        others_c = [k for k in range(NUM_COLORS) if k != c]
-        others_s = [k for k in range(NUM_SHAPES) if k != s]
-        sets["all_color_hard_examples"][obj] = [[c, s]] + [[c, k] for k in others_s] + [[others_c[0], s]]
-        picks = rng.choice(len(others_c), 4, replace=False)
-        sets["all_shape_hard_examples"][obj] = [[c, s]] + [[others_c[k], s] for k in picks]
-        easy = [(a, b) for a in others_c for b in others_s]
-        chosen = rng.choice(len(easy), 4, replace=False)
-        sets["all_easy_examples"][obj] = [[c, s]] + [list(easy[k]) for k in chosen]
-        rest = [k for k in range(NUM_OBJECTS) if k != obj]
-        chosen = rng.choice(len(rest), 4, replace=False)
-        sets["all_random_examples"][obj] = [[c, s]] + [[rest[k] // NUM_SHAPES, rest[k] % NUM_SHAPES] for k in chosen]
-    return sets
-
-
-def _ids(pairs: np.ndarray) -> np.ndarray:
-    return pairs[..., 0] * NUM_SHAPES + pairs[..., 1]
 
 
 # --------------------------------------------------------------------------- the run
@@ -190,10 +174,14 @@ class Trainer:
         self.eval_meta: list[dict] = []
         self.trackers: dict[str, list] = {}
         self.weights: dict[str, list] = {}
-        self.frozen = False
+        self.bar = None
 
     def say(self, text: str) -> None:
-        if not self.args.quiet:
+        if self.args.quiet:
+            return
+        if self.bar is not None and not self.bar.disable:
+            self.bar.write(text)  # above the bar, which a plain print would tear
+        else:
             print(text, flush=True)
 
     def language(self):
@@ -224,8 +212,9 @@ class Trainer:
                 tb.add_scalar(f"Eval Speed Training accuracy/gen{generation}", float(mean_curve[j]), j + 1)
         self.log.log({"Iter": it, "Eval generation": generation,
                       **{f"Eval Speed {k}": v for k, v in summary.items()}}, step=it)
+        first = min(100, a.eot_iters)  # the first 100 iterations, or all of a shorter curve
         self.say(f"Ease of teaching at generation {generation}: {a.eot_receivers} fresh receivers, "
-                 f"mean accuracy over the first 100 iterations {summary.get('mean_acc_first100', float('nan')):.2f}%")
+                 f"mean accuracy over the first {first} iterations {float(acc[:, :first].mean()):.2f}%")
 
     @torch.no_grad()
     def track(self, it: int, probe: dict, topo: float) -> None:
@@ -249,53 +238,67 @@ class Trainer:
         masks = fixed_masks if fixed_masks is not None else self.masks_for(model, keep)
         partial_forget(model, masks, self.args.reset_to_zero)
 
-    def run(self) -> dict:
+    def run(self, state: dict | None = None) -> dict:
+        """Train (from the checkpoint ``state`` if given), then evaluate and write every output."""
         a, team, T, R = self.args, self.team, self.T, self.reset_iter
         probe = None
         if a.track_examples:
             sets = probe_sets(make_numpy_rng(a.seed, "probe"))
-            probe = {k: torch.from_numpy(_ids(v)).to(self.device) for k, v in sets.items()}
+            probe = {k: torch.from_numpy(object_ids(v)).to(self.device) for k, v in sets.items()}
             self.probe_np = sets
-        self.dTopo[0], self.dEntropy[0], _ = self.language()
-        self.log.log({"Iter": 0, "Topographic Similarity": self.dTopo[0],
-                      "Deterministic Entropy": self.dEntropy[0]}, step=0)
-        s_masks = r_masks = None
-        if a.same_mask:  # fixed masks from the initial weights, sender first
-            if a.forget_sender and a.sender_keep_perc > 0:
-                s_masks = self.masks_for(team.sbot, a.sender_keep_perc)
-            if a.forget_receiver and a.receiver_keep_perc > 0:
-                r_masks = self.masks_for(team.rbot, a.receiver_keep_perc)
         dev = self.device
-        sloss = torch.zeros(T, device=dev)
-        rloss = torch.zeros(T, device=dev)
-        acc = torch.zeros(T, device=dev)
-        ent = torch.zeros(T, device=dev)
-        bar = self.log.progress(range(T), desc=a.fname, total=T)
-        for i in bar:
-            cands, tpos = self.sampler.sample(a.batchSize)
-            cands = torch.from_numpy(cands).to(dev)
-            tpos = torch.from_numpy(tpos).to(dev)
-            res = team.play(cands, tpos, stochastic=True)
-            freeze_now = a.freeze_receiver and i / R >= a.freeze_after_gen_num
-            team.update(res, s_step=True, r_step=not freeze_now)
-            sloss[i], rloss[i] = res.sloss.detach(), res.rloss.detach()
-            acc[i] = res.rewards.mean() * 100.0
-            ent[i] = res.entropy.detach()
-            if i % 100 == 0:
-                lo = max(0, i - 99)
-                s_i, r_i, a_i = float(sloss[i]), float(rloss[i]), float(acc[i])
-                mean100 = float(acc[lo:i + 1].mean())
-                self.say(f"Iteration {i} Sender loss {round(s_i, 4)} Recever loss {round(r_i, 4)} "
-                         f"Training accuracy {round(a_i, 2)}%")
-                self.log.log({"Iter": i, "Sender Loss": round(s_i, 4), "Recever loss": round(r_i, 4),
-                              "Training accuracy": round(a_i, 2), "Training accuracy (mean of last 100)": mean100},
-                             step=i)
-                bar.set_postfix(acc=f"{mean100:.1f}")
-            if probe is not None and i % 10 == 0:
-                self.track(i, probe, self.language()[0])
-            if i != 0 and i % R == 0:
-                self.boundary(i, s_masks, r_masks, probe, sloss, rloss, acc)
+        traces = {name: torch.zeros(T, device=dev) for name in ("sloss", "rloss", "trainAcc", "entropy")}
+        sloss, rloss, acc, ent = traces["sloss"], traces["rloss"], traces["trainAcc"], traces["entropy"]
+        if state is not None:
+            start, masks = restore_trainer(self, state, traces)
+            s_masks, r_masks = masks["sender"], masks["receiver"]
+        else:
+            start = 0
+            self.dTopo[0], self.dEntropy[0], _ = self.language()
+            self.log.log({"Iter": 0, "Topographic Similarity": self.dTopo[0],
+                          "Deterministic Entropy": self.dEntropy[0]}, step=0)
+            s_masks = r_masks = None
+            if a.same_mask:  # fixed masks from the initial weights, sender first
+                if a.forget_sender and a.sender_keep_perc > 0:
+                    s_masks = self.masks_for(team.sbot, a.sender_keep_perc)
+                if a.forget_receiver and a.receiver_keep_perc > 0:
+                    r_masks = self.masks_for(team.rbot, a.receiver_keep_perc)
+        masks = {"sender": s_masks, "receiver": r_masks}
+        every = a.checkpoint_every
+        self.bar = bar = progress_bar(self.log, range(start, T), desc=a.fname, total=T, initial=start)
+        with StopRequests("forget_train.py") as stop:
+            for i in bar:
+                cands, tpos = self.sampler.sample(a.batchSize)
+                cands = torch.from_numpy(cands).to(dev)
+                tpos = torch.from_numpy(tpos).to(dev)
+                res = team.play(cands, tpos, stochastic=True)
+                freeze_now = a.freeze_receiver and i / R >= a.freeze_after_gen_num
+                team.update(res, s_step=True, r_step=not freeze_now)
+                sloss[i], rloss[i] = res.sloss.detach(), res.rloss.detach()
+                acc[i] = res.rewards.mean() * 100.0
+                ent[i] = res.entropy.detach()
+                if i % 100 == 0:
+                    lo = max(0, i - 99)
+                    s_i, r_i, a_i = float(sloss[i]), float(rloss[i]), float(acc[i])
+                    mean100 = float(acc[lo:i + 1].mean())
+                    self.say(f"Iteration {i} Sender loss {round(s_i, 4)} Recever loss {round(r_i, 4)} "
+                             f"Training accuracy {round(a_i, 2)}%")
+                    self.log.log({"Iter": i, "Sender Loss": round(s_i, 4), "Recever loss": round(r_i, 4),
+                                  "Training accuracy": round(a_i, 2),
+                                  "Training accuracy (mean of last 100)": mean100}, step=i)
+                    bar.set_postfix(acc=f"{mean100:.1f}")
+                if probe is not None and i % 10 == 0:
+                    self.track(i, probe, self.language()[0])
+                if i != 0 and i % R == 0:
+                    self.boundary(i, s_masks, r_masks, probe, sloss, rloss, acc)
+                if stop.requested or i + 1 == T or (every and (i + 1) % every == 0):
+                    save_checkpoint(self, i + 1, traces, masks)
+                if stop.requested:
+                    print(f"forget_train.py: checkpoint {self.log.dir / CHECKPOINT} after iteration {i}; "
+                          "continue with the same flags and --resume", file=sys.stderr)
+                    stop.stop()
         bar.close()
+        self.bar = None
         T_final = a.resetNum
         self.dTopo[T_final], self.dEntropy[T_final], speech = self.language()
         self.log.log({"Iter": T, "Topographic Similarity": self.dTopo[T_final],
@@ -344,63 +347,11 @@ class Trainer:
             self.track(i, probe, new_topo)
 
     def finish(self, speech, sloss, rloss, acc, ent) -> dict:
-        a, out = self.args, self.log.dir
-        table = MET.language_table(speech.message, speech.prob, a.topk)
-        save_npy(out / "langDict.npy", np.array(table, dtype=object), allow_pickle=True)
-        self.log.write_json("langDict.json", table)
-        from forgetting_common.atomic import atomic_write_text
-
-        atomic_write_text(out / "language.txt", MET.format_language_table(table) + "\n")
-        if self.log.tensorboard is not None:
-            text = MET.format_language_table(table).replace("\n", "  \n")
-            self.log.tensorboard.add_text("language table", text, a.trainIters)
-        arrays = {"sloss": sloss, "rloss": rloss, "trainAcc": acc, "entropy": ent}
-        arrays = {k: v.cpu().numpy() for k, v in arrays.items()}
-        for name, arr in arrays.items():
-            save_npy(out / f"{name}.npy", arr)
-        save_npy(out / "dTopo.npy", self.dTopo)
-        save_npy(out / "dTopoNew.npy", self.dTopoNew)
-        save_npy(out / "dEntropy.npy", self.dEntropy)
-        iters = [k * self.reset_iter for k in range(a.resetNum)] + [a.trainIters]
-        topo = {"Iter": iters, "Topographic Similarity": _nan_list(self.dTopo),
-                "New Topographic Similarity": _nan_list(self.dTopoNew),
-                "Deterministic Entropy": _nan_list(self.dEntropy)}
-        self.log.write_json("topo.json", topo)
-        if self.eval_acc:
-            save_npy(out / "evalAcc.npy", np.stack(self.eval_acc))
-            self.log.write_json("eot.json", {"evaluations": self.eval_meta,
-                                             "mean_curves": [c.mean(0).round(3).tolist() for c in self.eval_acc]})
-        if self.trackers:
-            tr = {k: np.asarray(v) for k, v in self.trackers.items()}
-            save_h5(out / f"seed{a.seed}_example_tracker.h5",
-                    attrs={"resetIter": self.reset_iter, "trainIters": a.trainIters, "resetNum": a.resetNum},
-                    **tr, **self.probe_np)
-        if self.weights:
-            save_h5(out / f"seed{a.seed}_weight_trajectory.h5", **{k: np.asarray(v) for k, v in self.weights.items()})
-        acc_np = arrays["trainAcc"]
-        n_last = min(1000, len(acc_np))
-        summary = {
-            "fname": a.fname, "seed": a.seed, "trainIters": a.trainIters, "resetIter": self.reset_iter,
-            "final_train_acc_last1000": float(acc_np[-n_last:].mean()),
-            "initial_topo": _nan(self.dTopo[0]), "final_topo": _nan(self.dTopo[-1]),
-            "mean_topo_last3_boundaries": _nan(np.nanmean(self.dTopo[-4:-1])) if a.resetNum > 1 else None,
-            "ease_of_teaching": self.eval_meta[-1] if self.eval_meta else None,
-        }
-        self.log.write_json("summary.json", summary)
-        plots.plot_run(out, arrays["trainAcc"], iters, self.dTopo, self.dTopoNew, self.reset_iter,
-                       self.eval_acc, self.eval_meta, title=a.fname)
-        self.say(f"After training for {a.trainIters} iterations: topographic similarity {self.dTopo[-1]:.4f}")
+        summary, table = write_run_outputs(self, speech, {"sloss": sloss, "rloss": rloss, "trainAcc": acc,
+                                                          "entropy": ent})
+        self.say(f"After training for {self.args.trainIters} iterations: topographic similarity {self.dTopo[-1]:.4f}")
         self.say(MET.format_language_table(table))
         return summary
-
-
-def _nan(x) -> float | None:
-    x = float(x)
-    return None if math.isnan(x) else x
-
-
-def _nan_list(arr) -> list:
-    return [_nan(x) for x in arr]
 
 
 def main(argv: list[str] | None = None) -> dict | None:
@@ -417,11 +368,26 @@ def main(argv: list[str] | None = None) -> dict | None:
     set_threads(device, args.num_threads)
     cfg = resolved_config(args)
     cfg["resolved_device"] = str(device)
-    clear_old_tensorboard(Path(args.out_dir) / args.fname, args.overwrite)
-    log = RunLog.create(Path(args.out_dir) / args.fname, cfg, overwrite=args.overwrite, quiet=args.quiet,
-                        wandb=wandb_settings(args, "ease_of_teaching_forget"))
+    folder = Path(args.out_dir) / args.fname
+    state = saved_config = None
+    if args.resume:
+        if args.overwrite:
+            raise UserError("--resume continues a run and --overwrite replaces it; pass one of them")
+        state, saved_config = resume_point(args, folder, "forget_train.py")
+    elif args.overwrite and (folder / "config.json").exists():
+        clear_old_tensorboard(folder, args.overwrite)
+        remove_checkpoint(folder)  # a later --resume must not pick up the replaced run's state,
+        (folder / "summary.json").unlink(missing_ok=True)  # nor take the folder for a finished run
+    log = RunLog.create(folder, saved_config or cfg, overwrite=args.overwrite, quiet=args.quiet,
+                        wandb=wandb_settings(args, "ease_of_teaching_forget"), resume=args.resume,
+                        resume_state=state["runlog"] if state is not None else EMPTY_STATE,
+                        exists_hint="continue it with --resume, or replace it with --overwrite")
+    print(f"forget_train.py: writing to {folder}" + (f" (resuming after iteration {state['next_iter'] - 1})"
+                                                     if state is not None else ""), file=sys.stderr)
     try:
-        return Trainer(args, device, log).run()
+        summary = Trainer(args, device, log).run(state)
+        remove_checkpoint(folder)
+        return summary
     finally:
         log.close()
 

@@ -8,6 +8,7 @@ from forgetting_common.cli import (
     OneLineErrorParser,
     add_common_flags,
     fraction,
+    non_negative_float,
     non_negative_int,
     positive_int,
 )
@@ -33,7 +34,7 @@ def make_parser(prog: str = "mixed_group_training.py") -> argparse.ArgumentParse
     p.add_argument("--fname", type=str, default="base", help="run name: the output folder under --save_path")
     p.add_argument("--print_every", type=positive_int, default=100, help="probe every n iterations")
     p.add_argument("--resume_path", type=str, default=None,
-                   help="load {'state_dict': ...} from this checkpoint before training")
+                   help="load {'state_dict': ...} (tensors only) from this file as the starting weights")
     p.add_argument("--rewind_to_init", action="store_true",
                    help="rewind the copy to the initial weights before masking")
     p.add_argument("--fixed_mask", action="store_true", help="accepted, unused (as in the original)")
@@ -49,12 +50,12 @@ def make_parser(prog: str = "mixed_group_training.py") -> argparse.ArgumentParse
     p.add_argument("--keep_perc", type=fraction, default=1.0, help="fraction of weights kept")
     p.add_argument("--group_vars", type=str, nargs="+", default="", help="flags that name the W&B run")
     p.add_argument("--no_wandb", action="store_true", help="do not log to W&B")
-    p.add_argument("--lr", type=float, default=0.1, help="accepted, unused (as in the original)")
+    p.add_argument("--lr", type=non_negative_float, default=0.1, help="accepted, unused (as in the original)")
     p.add_argument("--opt", type=str, default="sgd", choices=("sgd", "adam"),
                    help="accepted, unused (as in the original)")
     p.add_argument("--rewind_to_epoch", type=non_negative_int, default=0,
                    help="late rewinding: probe only from this epoch, with its weights as the rewind point")
-    p.add_argument("--num_workers", type=int, default=6, help="accepted, unused (data are held as tensors)")
+    p.add_argument("--num_workers", type=non_negative_int, default=6, help="accepted, unused (data are held as tensors)")
     # ----- extensions (the original behaviour at their defaults)
     add_common_flags(p, device=True, data_source=True, limits=True)
     p.add_argument("--data_dir", type=str, default=None,
@@ -68,4 +69,10 @@ def make_parser(prog: str = "mixed_group_training.py") -> argparse.ArgumentParse
                    help="CPU threads for torch (0: torch's default)")
     p.add_argument("--no_plot", action="store_true", help="do not write groups.png at the end")
     p.add_argument("--no_tensorboard", action="store_true", help="do not write TensorBoard scalars")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in SAVE_PATH/FNAME from its checkpoint.pt (same flags); "
+                   "the result equals an uninterrupted run")
+    p.add_argument("--checkpoint_every", type=non_negative_int, default=1000,
+                   help="write SAVE_PATH/FNAME/checkpoint.pt every n iterations (0: only on Ctrl-C/SIGTERM); "
+                   "it is removed when the run finishes")
     return p

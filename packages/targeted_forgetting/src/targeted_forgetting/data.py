@@ -62,20 +62,26 @@ def load_real(train_data: str, data_dir: str | None, download: bool) -> tuple[to
         try:
             images, labels = load_mnist(root, train=True, download=False, flag="--data_dir")
         except DatasetError:
-            if not download:
-                raise
+            if not download or _present(root, "MNIST/raw"):
+                raise  # a broken file is reported as what it is, not "download failed"
             images, labels = _download_mnist(root)
         return images.unsqueeze(1), labels, f"MNIST ({root})"
     if train_data == "cifar10":
         try:
             images, labels, _ = load_cifar(root, "cifar10", train=True, flag="--data_dir")
         except DatasetError:
-            if not download:
+            if not download or _present(root, "cifar-10-batches-py") or _present(root, "cifar10-jpeg"):
                 raise
             images, labels = _download_cifar(root)
         layout = "JPEG CIFAR-10" if not (Path(root) / "cifar-10-batches-py").is_dir() else "CIFAR-10"
         return images, labels, f"{layout} ({root})"
     raise UserError(f"--train_data {train_data!r} is unknown; use mnist or cifar10")
+
+
+def _present(root: Path, folder: str) -> bool:
+    """Whether ``root/folder`` holds anything: then a load error is about the data, not its absence."""
+    path = Path(root) / folder
+    return path.is_dir() and any(path.iterdir())
 
 
 def _reason(err: Exception) -> str:

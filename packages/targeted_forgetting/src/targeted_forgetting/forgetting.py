@@ -7,8 +7,11 @@ Built on :mod:`forgetting_common.masks`. The original's rules, in words:
 * per-tensor keep rates (:func:`keep_rate_for`): LeNet keeps ``k`` in ``fc1``/``fc2`` and
   ``k + (1-k)/2`` in the output layer ``fc3``; ResNet keeps ``k`` in every conv and the higher
   rate in ``fc``; conv4 the other way round (``k`` in the fc layers, the higher rate in convs);
-* random masks are Bernoulli per entry, magnitude masks drop exactly
-  ``floor(n * (1 - rate))`` entries of smallest ``|w|`` of the *live, trained* weights;
+* random masks are Bernoulli per entry with the keep rate above; magnitude masks drop exactly
+  ``int(n * prune_rate)`` entries of smallest ``|w|`` of the *live, trained* weights, with the
+  prune rate computed as the original computed it (:func:`prune_rate_for`: ``1 - k`` or
+  ``(1 - k) / 2``, which in floating point is not always ``1 - (k + (1 - k) / 2)``);
+  the ``same_mask`` magnitude masks drop ``int(n * (1 - k))``;
 * forgotten entries are zeroed (``reset_to_zero``) or re-initialised: every top-level child
   module with default initialisers (names without ``bn``/``shortcut.1``) is re-drawn, its
   biases stay re-drawn, and kept weight entries get their previous values back.
@@ -25,8 +28,8 @@ from forgetting_common.masks import (
     apply_reinit,
     apply_zero,
     build_masks,
+    forget_count,
     named_tensors,
-    prune_count,
     rewind,
     select_parameters,
 )
@@ -54,26 +57,43 @@ def keep_rate_for(arch: str, name: str, keep: float) -> float:
     raise ValueError(f"unknown arch {arch!r}")
 
 
-def kept_count(numel: int, keep: float) -> int:
-    """Entries a mask with keep fraction ``keep`` keeps (exactly for magnitude masks, in expectation rounded down otherwise)."""
-    return numel - prune_count(numel, keep)
+def prune_rate_for(arch: str, name: str, keep: float) -> float:
+    """The prune rate of one tensor, in the original's own arithmetic.
+
+    The original wrote ``1 - keep`` for the full-rate layers and ``(1 - keep) / 2`` for the
+    half-rate ones, and forgot ``int(n * rate)`` entries; ``1 - keep_rate_for(...)`` can round
+    differently (keep 0.9 on LeNet's ``fc3``: the original forgets 49 of 1000, not 50).
+    """
+    full = 1.0 - keep
+    if arch == "lenet":
+        return full / 2 if "fc3" in name else full
+    if arch == "resnet18":
+        return full / 2 if "fc" in name else full
+    if arch == "conv4":
+        return full if "fc" in name else full / 2
+    raise ValueError(f"unknown arch {arch!r}")
+
+
+def kept_count(numel: int, prune_rate: float) -> int:
+    """Entries a magnitude mask keeps: ``numel - int(numel * prune_rate)`` (random masks keep that in expectation)."""
+    return numel - forget_count(numel, prune_rate)
 
 
 def check_keep_leaves_entries(model: nn.Module, arch: str, keep: float, same_mask: bool) -> None:
     """A keep fraction that would leave some tensor with no kept entry is a :class:`UserError`."""
     if same_mask:
         names = [n for n in eligible_names(model, EXCLUDE_SAME_MASK) if "bias" not in n]
-        rate = {name: keep for name in names}
+        rate = {name: 1.0 - keep for name in names}
     else:
         names = eligible_names(model)
-        rate = {name: keep_rate_for(arch, name, keep) for name in names}
+        rate = {name: prune_rate_for(arch, name, keep) for name in names}
     params = dict(model.named_parameters())
     for name in names:
         n = params[name].numel()
         if kept_count(n, rate[name]) < 1:
             raise UserError(
                 f"--keep_perc {keep} keeps no entry of {name} ({n} entries at keep rate "
-                f"{rate[name]:g}); use a keep fraction that leaves at least one weight per tensor"
+                f"{1.0 - rate[name]:g}); use a keep fraction that leaves at least one weight per tensor"
             )
 
 
@@ -91,8 +111,9 @@ class ForgetConfig:
     fixed_masks: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
 
-def _masks(refs: dict[str, torch.Tensor], keep, magnitude: bool, generator) -> dict[str, torch.Tensor]:
-    return build_masks(refs, keep, kind="magnitude" if magnitude else "random", generator=generator)
+def _masks(refs: dict[str, torch.Tensor], keep, magnitude: bool, generator, prune_rate=None) -> dict[str, torch.Tensor]:
+    return build_masks(refs, keep, kind="magnitude" if magnitude else "random", generator=generator,
+                       prune_rate=prune_rate)
 
 
 def initial_masks(model: nn.Module, cfg: ForgetConfig, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
@@ -102,7 +123,7 @@ def initial_masks(model: nn.Module, cfg: ForgetConfig, generator: torch.Generato
     """
     names = eligible_names(model, EXCLUDE_SAME_MASK)
     refs = named_tensors(model, names)
-    return _masks(refs, cfg.keep_perc, cfg.weight_mask, generator)
+    return _masks(refs, cfg.keep_perc, cfg.weight_mask, generator, prune_rate=1.0 - cfg.keep_perc)
 
 
 def probe_masks(
@@ -114,7 +135,8 @@ def probe_masks(
         assert cfg.fixed_masks is not None
         return {name: cfg.fixed_masks[name] for name in names}
     refs = named_tensors(live, names)
-    return _masks(refs, lambda name: keep_rate_for(cfg.arch, name, cfg.keep_perc), cfg.weight_mask, generator)
+    return _masks(refs, lambda name: keep_rate_for(cfg.arch, name, cfg.keep_perc), cfg.weight_mask, generator,
+                  prune_rate=lambda name: prune_rate_for(cfg.arch, name, cfg.keep_perc))
 
 
 def reinit_modules(model: nn.Module, scope: str) -> list[tuple[str, nn.Module]]:

@@ -15,6 +15,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,19 @@ from forgetting_common.data.tensors import augment_batch, index_batches
 from forgetting_common.device import resolve_device
 from forgetting_common.errors import UserError
 from forgetting_common.masks import snapshot
-from forgetting_common.runlog import RunLog, wandb_available
+from forgetting_common.runlog import EMPTY_STATE, RunLog, wandb_available
+from forgetting_common.safeload import load_checkpoint
 from forgetting_common.seeding import make_generator, seed_everything
 from torch import nn
 
+from targeted_forgetting.checkpoint import (
+    CHECKPOINT,
+    StopRequests,
+    remove_checkpoint,
+    restore_experiment,
+    resume_point,
+    save_checkpoint,
+)
 from targeted_forgetting.cli import make_parser
 from targeted_forgetting.data import load_train_data
 from targeted_forgetting.forgetting import (
@@ -98,6 +108,9 @@ def fresh_run_dir(root: str | Path, fname: str) -> Path:
     base = Path(root) / fname
     candidate, k = base, 0
     while (candidate / "config.json").exists():
+        if (candidate / CHECKPOINT).exists():
+            print(f"mixed_group_training.py: note: {candidate} holds an interrupted run; add --resume to "
+                  "continue it instead of starting a new one", file=sys.stderr)
         k += 1
         candidate = base.with_name(f"{base.name}_{k}")
     if candidate.exists() and not candidate.is_dir():
@@ -106,23 +119,12 @@ def fresh_run_dir(root: str | Path, fname: str) -> Path:
 
 
 def load_resume(model: nn.Module, path: str) -> None:
-    """Load ``{'state_dict': ...}`` (or a bare state dict) into ``model``, with clear errors."""
-    target = Path(path)
-    if not target.is_file():
-        raise UserError(f"--resume_path {path}: no such file")
-    try:
-        checkpoint = torch.load(target, map_location="cpu", weights_only=True)
-    except Exception:
-        # The original loaded with full unpickling; checkpoints holding other objects (an argparse
-        # Namespace, an optimizer) need it. Only for the file the user named.
-        print(f"mixed_group_training.py: note: {path} holds more than tensors; loading it with full "
-              "unpickling, as the original did (use only checkpoints you trust)", file=sys.stderr)
-        try:
-            checkpoint = torch.load(target, map_location="cpu", weights_only=False)
-        except Exception as err:
-            raise UserError(
-                f"--resume_path {path}: not a readable torch checkpoint ({type(err).__name__})"
-            ) from err
+    """Load ``{'state_dict': ...}`` (or a bare state dict) into ``model``, with clear errors.
+
+    Through :func:`forgetting_common.safeload.load_checkpoint` (``weights_only``): a file that
+    holds anything but tensors and plain values is refused, never unpickled (it could run code).
+    """
+    checkpoint = load_checkpoint(path, what="--resume_path")
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
         raise UserError(f"--resume_path {path}: expected a dict with a 'state_dict' entry")
@@ -192,6 +194,18 @@ class Experiment:
         self.records: list[dict[str, Any]] = []
         self.iterations = 0
         self.epochs = 0
+        # Where the run stands, for checkpoints: the epoch, the batches done in it, the data
+        # generator's state at its start (the epoch's order is re-drawn from it on resume).
+        self.epoch = 0
+        self.batches_in_epoch = 0
+        self.epoch_data_state = self.data_gen.get_state()
+        self.seconds = 0.0
+        self.resumed = False
+        self.bar = None
+        self.print_every = args.print_every
+        if args.rewind_to_epoch > 0:  # probing and rewinding wait for the rewind epoch
+            self.print_every = args.train_iters
+            self.cfg.rewind_to_init = False
 
     def batch_inputs(self, idx: torch.Tensor) -> torch.Tensor:
         x = self.data.images[idx].to(torch.float32).div_(255.0)  # ToTensor scaling, no normalisation
@@ -212,57 +226,103 @@ class Experiment:
         record["Random Group Size"] = int(groups.sum())
         return record
 
-    def run(self, log: RunLog | None = None, print_lines: bool = True) -> list[dict[str, Any]]:
+    def start_epoch(self, epoch: int) -> None:
+        """What the original did at the top of every epoch (late rewinding, the ResNet schedule)."""
         args = self.args
-        print_every = args.print_every
-        if args.rewind_to_epoch > 0:  # probing and rewinding wait for the rewind epoch
-            print_every = args.train_iters
-            self.cfg.rewind_to_init = False
-        bar = log.progress(total=args.train_iters, desc="train") if log is not None else None
+        if args.rewind_to_epoch > 0 and epoch == args.rewind_to_epoch:
+            self.print_every = args.print_every
+            self.cfg.rewind_to_init = True
+            self.init_weights = snapshot(self.model)
+        if args.train_data == "cifar10" and args.arch == "resnet18":
+            lr = resnet_lr(epoch)
+            if lr is not None:
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+
+    def train_step(self, idx: torch.Tensor, epoch: int, log: RunLog | None, print_lines: bool) -> None:
+        x = self.batch_inputs(idx)
+        y = self.data.labels[idx]
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        outputs = self.model(x)
+        loss = F.cross_entropy(outputs, y)
+        loss.backward()
+        self.optimizer.step()
+        self.iterations += 1
+        if self.iterations % self.print_every == 0:
+            record = self.probe(x, y, idx, outputs.detach(), loss, epoch)
+            self.records.append(record)
+            if log is not None:
+                log.log(record, step=self.iterations)
+            if print_lines:
+                line = stdout_line(record) + "\n"
+                if self.bar is not None and not self.bar.disable:
+                    self.bar.write(line)  # above the bar, which a plain print would tear
+                else:
+                    print(line, flush=True)
+
+    def run(self, log: RunLog | None = None, print_lines: bool = True,
+            checkpoint: Callable[[], object] | None = None) -> list[dict[str, Any]]:
+        """Train to ``--train_iters``, probing every ``print_every`` steps.
+
+        ``checkpoint`` (if given) is called every ``--checkpoint_every`` iterations and, after
+        the current iteration, when Ctrl-C or SIGTERM arrives (then the run stops).
+        """
+        args = self.args
+        every = getattr(args, "checkpoint_every", 0) or 0
+        self.bar = progress_bar(log, total=args.train_iters, initial=self.iterations, desc="train") \
+            if log is not None else None
         n = len(self.data)
-        start = time.perf_counter()
-        for epoch in range(MAX_EPOCHS):
-            self.epochs = epoch + 1
-            if args.rewind_to_epoch > 0 and epoch == args.rewind_to_epoch:
-                print_every = args.print_every
-                self.cfg.rewind_to_init = True
-                self.init_weights = snapshot(self.model)
-            if args.train_data == "cifar10" and args.arch == "resnet18":
-                lr = resnet_lr(epoch)
-                if lr is not None:
-                    for group in self.optimizer.param_groups:
-                        group["lr"] = lr
-            for idx in index_batches(n, args.batch_size, generator=self.data_gen, drop_last=True,
-                                     device=self.device):
-                x = self.batch_inputs(idx)
-                y = self.data.labels[idx]
-                self.model.train()
-                self.optimizer.zero_grad(set_to_none=True)
-                outputs = self.model(x)
-                loss = F.cross_entropy(outputs, y)
-                loss.backward()
-                self.optimizer.step()
-                self.iterations += 1
-                if bar is not None:
-                    bar.update(1)
-                if self.iterations % print_every == 0:
-                    record = self.probe(x, y, idx, outputs.detach(), loss, epoch)
-                    self.records.append(record)
-                    if log is not None:
-                        log.log(record, step=self.iterations)
-                    if print_lines:
-                        print(stdout_line(record) + "\n", flush=True)
+        start = time.perf_counter() - self.seconds
+        first_epoch, skip = self.epoch, self.batches_in_epoch
+        with StopRequests("mixed_group_training.py") as stop:
+            for epoch in range(first_epoch, MAX_EPOCHS):
+                if self.resumed and epoch == first_epoch:
+                    self.data_gen.set_state(self.epoch_data_state)  # the same order again
+                else:
+                    self.epoch, self.batches_in_epoch, skip = epoch, 0, 0
+                    self.epoch_data_state = self.data_gen.get_state()
+                    self.start_epoch(epoch)
+                self.epochs = epoch + 1
+                batches = index_batches(n, args.batch_size, generator=self.data_gen, drop_last=True,
+                                        device=self.device)
+                for b, idx in enumerate(batches):
+                    if b < skip:
+                        continue  # done before the checkpoint this run resumed from
+                    self.train_step(idx, epoch, log, print_lines)
+                    self.batches_in_epoch = b + 1
+                    if self.bar is not None:
+                        self.bar.update(1)
+                    if self.iterations >= args.train_iters:
+                        break
+                    if checkpoint is not None and (stop.requested or (every and self.iterations % every == 0)):
+                        self.seconds = time.perf_counter() - start
+                        checkpoint()
+                    if stop.requested:
+                        stop.stop()
                 if self.iterations >= args.train_iters:
                     break
-            if self.iterations >= args.train_iters:
-                break
         self.seconds = time.perf_counter() - start
-        if bar is not None:
-            bar.close()
+        if self.bar is not None:
+            self.bar.close()
         if self.iterations < args.train_iters:
             print(f"mixed_group_training.py: note: stopped after {MAX_EPOCHS} epochs at iteration "
                   f"{self.iterations} (the original's epoch bound)", file=sys.stderr)
         return self.records
+
+
+def progress_bar(log: RunLog, **kwargs: Any):
+    """``log.progress``, also on a terminal that reports 0 rows (some ptys), where tqdm drew nothing."""
+    bar = log.progress(**kwargs)
+    size = getattr(bar, "dynamic_ncols", None)
+    if callable(size):
+        def known_rows(fp, size=size):
+            cols, rows = size(fp)
+            return cols, rows if rows and rows > 0 else None
+
+        bar.dynamic_ncols = known_rows
+        bar.nrows = None
+    return bar
 
 
 def run(args: argparse.Namespace) -> Path | None:
@@ -274,8 +334,12 @@ def run(args: argparse.Namespace) -> Path | None:
         print("mixed_group_training.py: note: --lr and --opt are ignored, as in the original "
               "(SGD 0.1 for MNIST, Adam 3e-4 for conv4, SGD 0.1 momentum 0.9 for resnet18)", file=sys.stderr)
     wandb_kwargs = wandb_settings(args)
-    exp = Experiment(args)
-    run_dir = fresh_run_dir(args.save_path, args.fname)
+    if args.resume:
+        run_dir, state, saved_config = resume_point(args)
+    else:
+        run_dir, state, saved_config = fresh_run_dir(args.save_path, args.fname), None, None
+    exp = Experiment(args)  # checks the flags against the model and data before anything is written
+    print(f"mixed_group_training.py: writing to {run_dir}", file=sys.stderr)
     config = config_dict(args)
     config["resolved"] = {
         "device": str(exp.device), "data": exp.data.source, "train_examples": len(exp.data),
@@ -283,11 +347,25 @@ def run(args: argparse.Namespace) -> Path | None:
         "iterations_per_epoch": len(exp.data) // args.batch_size, "run_dir": str(run_dir),
         "torch": torch.__version__,
     }
-    print(f"mixed_group_training.py: writing to {run_dir}", file=sys.stderr)
-    log = RunLog.create(run_dir, config, tensorboard=not args.no_tensorboard, quiet=args.quiet,
-                        wandb=wandb_kwargs)
+    if state is not None:
+        restore_experiment(exp, state)
+        print(f"mixed_group_training.py: resuming at iteration {exp.iterations}", file=sys.stderr)
+    log = RunLog.create(run_dir, saved_config or config, tensorboard=not args.no_tensorboard, quiet=args.quiet,
+                        wandb=wandb_kwargs, resume=args.resume,
+                        resume_state=state["runlog"] if state is not None else EMPTY_STATE)
     try:
-        records = exp.run(log, print_lines=wandb_kwargs is None)
+        def checkpoint() -> None:
+            path = save_checkpoint(exp, log, run_dir)
+            if exp.bar is not None and not exp.bar.disable:
+                exp.bar.set_postfix_str(f"checkpoint at {exp.iterations}")
+            return path
+
+        try:
+            records = exp.run(log, print_lines=wandb_kwargs is None, checkpoint=checkpoint)
+        except KeyboardInterrupt:
+            print(f"mixed_group_training.py: checkpoint {run_dir / CHECKPOINT} at iteration {exp.iterations}; "
+                  f"continue with the same flags and --resume", file=sys.stderr)
+            raise
         summary = {
             "iterations": exp.iterations, "epochs": exp.epochs, "probes": len(records),
             "seconds": round(exp.seconds, 3),
@@ -302,6 +380,7 @@ def run(args: argparse.Namespace) -> Path | None:
             plot_runs([records], run_dir / "groups.png", margin_groups=args.margin_groups,
                       title=f"{args.fname}: before / after forgetting")
         log.write_json("summary.json", clean(summary))
+        remove_checkpoint(run_dir)
     finally:
         log.close()
     return run_dir
