@@ -186,3 +186,57 @@ def test_a_killed_process_can_be_detected_by_the_kill_helper(tmp_path):
     with pytest.raises(AssertionError, match="ended"):
         testing.run_until_then_kill([str(script)], testing.exists(tmp_path / "never"), timeout=20)
     assert subprocess.run([sys.executable, str(script)], capture_output=True).returncode == 0
+
+
+def test_a_text_file_is_not_a_checkpoint(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("epoch 3 was good\n")
+    with pytest.raises(UserError, match="notes.txt is not a checkpoint"):
+        load_checkpoint(path)
+
+
+def test_failed_atomic_writes_name_the_target_not_the_temporary(tmp_path, monkeypatch):
+    from forgetting_common import atomic
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / ".a.json.x1y2.tmp"))
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", refuse)
+    with pytest.raises(OSError) as err:
+        atomic_write_json(tmp_path / "a.json", {})
+    assert err.value.filename == str(tmp_path / "a.json") and err.value.errno == errno.EACCES
+
+
+def test_deferred_stop_waits_for_the_step_then_raises_what_the_signal_would(tmp_path):
+    script = tmp_path / "steps.py"
+    script.write_text(textwrap.dedent(f"""
+        import pathlib, time
+        from forgetting_common.errors import run_main
+        from forgetting_common.stopping import DeferredStop
+        def main():
+            with DeferredStop("steps.py") as stop:
+                for step in range(10_000):
+                    pathlib.Path({str(tmp_path / 'started')!r}).touch()
+                    time.sleep(0.01)
+                    pathlib.Path({str(tmp_path / 'done')!r}).write_text(str(step))
+                    if stop.requested:
+                        pathlib.Path({str(tmp_path / 'checkpoint')!r}).write_text(str(step))
+                        stop.stop()
+        run_main(main, prog="steps.py")
+    """))
+    for sig, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
+        for name in ("started", "done", "checkpoint"):
+            (tmp_path / name).unlink(missing_ok=True)
+        assert testing.run_until_then_kill([str(script)], testing.exists(tmp_path / "started"), sig=sig) == code
+        # The checkpoint holds the last finished step: the signal did not cut a step in half.
+        assert (tmp_path / "checkpoint").read_text() == (tmp_path / "done").read_text()
+
+
+def test_progress_draws_on_a_terminal_of_unknown_size(monkeypatch):
+    from forgetting_common import runlog
+
+    monkeypatch.setattr(runlog, "progress_enabled", lambda quiet=False: True)
+    monkeypatch.setattr(runlog.os, "get_terminal_size", lambda fd: os.terminal_size((0, 0)))
+    bar = runlog.progress(range(3))
+    assert not bar.disable and bar.ncols == 80
+    bar.close()

@@ -32,7 +32,10 @@ def current_umask() -> int:
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as err:  # report the file the user asked for, not our temporary name
+        raise OSError(err.errno, err.strerror, str(target)) from err
     try:
         os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as handle:
@@ -42,7 +45,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
         os.replace(tmp, target)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
-        if err.filename is None:  # a failed write names no file; say which one it was
+        if err.filename is None or err.filename == tmp:  # name the file the user asked for
             raise OSError(err.errno, err.strerror, str(target)) from err
         raise
     except BaseException:

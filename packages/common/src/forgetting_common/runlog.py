@@ -45,8 +45,23 @@ def progress_enabled(quiet: bool = False) -> bool:
 
 
 def progress(iterable: Iterable | None = None, *, quiet: bool = False, **kwargs: Any) -> tqdm:
-    """A tqdm bar that is silent off a terminal or with ``quiet``."""
-    return tqdm(iterable, disable=not progress_enabled(quiet), dynamic_ncols=True, **kwargs)
+    """A tqdm bar that is silent off a terminal or with ``quiet``.
+
+    Some pseudo-terminals report a size of 0x0; tqdm then takes the screen to have no rows and
+    draws nothing, so an unknown size falls back to a fixed 80 columns.
+    """
+    enabled = progress_enabled(quiet)
+    sized = True
+    if enabled:
+        try:
+            columns, rows = os.get_terminal_size(sys.stderr.fileno())
+            sized = columns > 0 and rows > 0
+        except OSError:
+            sized = False
+    if not sized:
+        kwargs.setdefault("ncols", 80)
+        kwargs.setdefault("nrows", 24)
+    return tqdm(iterable, disable=not enabled, dynamic_ncols=sized, **kwargs)
 
 
 class TensorBoardEvents:

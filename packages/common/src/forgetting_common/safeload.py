@@ -101,6 +101,11 @@ def load_checkpoint(
         raise UserError(f"{what} {target} not found")
     if target.is_dir():
         raise UserError(f"{what} {target} is a folder, not a file")
+    with open(target, "rb") as handle:
+        head = handle.read(4)
+    # torch.save writes a zip; very old torch wrote a pickle (protocol opcode 0x80 first).
+    if not (head.startswith(b"PK") or head[:1] == b"\x80"):
+        raise UserError(f"{what} {target} is not a checkpoint (neither torch's zip format nor a pickle)")
     try:
         return torch.load(target, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
