@@ -14,14 +14,14 @@ from forgetting_common.errors import run_main
 
 
 def main(argv: list[str] | None = None) -> None:
-    from llf_ke.config import parse_args
+    from llf_ke.cli import parse_args
 
-    args = parse_args(argv)
-    if maybe_print_config(args):
+    cfg = parse_args(argv)
+    if maybe_print_config(cfg.as_dict()):
         return
-    from llf_ke.runner import run
+    from llf_ke.train import run
 
-    run(args)
+    run(cfg)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@
 import sys
 
 from forgetting_common import run_main
-from lure.main import main
+from lure.cli import main
 
 if __name__ == "__main__":
     run_main(lambda: main(sys.argv[1:], alma=False), prog="LURE_main.py")

@@ -8,24 +8,15 @@ less than removing a random 30%; forgetting counts find the changed labels.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 from example_forgetting.reproduce import reproduce
 
-DATA = os.environ.get("FORGETTING_DATA")
-
-pytestmark = [
-    pytest.mark.real_data,
-    pytest.mark.skipif(not DATA, reason="FORGETTING_DATA is not set (it names the folder that holds MNIST/raw)"),
-]
+pytestmark = pytest.mark.real_data
 
 
-def test_small_reproduction_directions(tmp_path, capsys):
-    if not (Path(DATA) / "MNIST" / "raw").is_dir():
-        pytest.skip(f"no MNIST/raw under FORGETTING_DATA={DATA}")
-    r = reproduce(["--data_root", DATA, "--output_dir", str(tmp_path), "--train_limit", "1000", "--test_limit", "300",
+def test_small_reproduction_directions(tmp_path, forgetting_data):
+    data = str(forgetting_data("MNIST/raw"))
+    r = reproduce(["--data_root", data, "--output_dir", str(tmp_path), "--train_limit", "1000", "--test_limit", "300",
                    "--epochs", "13", "--stats_seeds", "1", "--removal_seeds", "1", "--removal_n", "300",
                    "--removal_dropout", "no", "--removal_baseline", "no", "--device", "cpu", "--quiet"])
     mnist, perm = r["mnist"], r["permuted_mnist"]

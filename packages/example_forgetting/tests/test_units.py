@@ -12,14 +12,15 @@ from example_forgetting.baseline import loop_record
 from example_forgetting.cli import cifar_parser, mnist_parser, order_main
 from example_forgetting.models import MnistNet, ResNet18, WideResNet
 from example_forgetting.naming import CIFAR_NAME_ARGS, MNIST_NAME_ARGS, matches, save_fname
-from example_forgetting.order import (
+from example_forgetting.order import load_sorting
+from example_forgetting.stats import (
+    StatsRecorder,
     forgetting_from_acc,
-    load_sorting,
+    margins_and_correct,
     order_examples,
     run_forgetting,
     sort_by_forgetting,
 )
-from example_forgetting.stats import StatsRecorder, margins_and_correct
 from example_forgetting.train import cifar_lr
 from forgetting_common.data.tensors import cutout
 
@@ -247,3 +248,21 @@ def test_load_sorting_accepts_object_arrays(tmp_path):
     p.write_bytes(pickle.dumps({"indices": np.array([2, 0, 1], dtype=object), "forgetting counts": [0, 0, 1]}))
     idx, counts = load_sorting(p)
     assert idx.tolist() == [2, 0, 1] and counts.tolist() == [0, 0, 1]
+
+
+def test_configs_are_frozen_and_keep_the_original_names_and_order():
+    import dataclasses
+
+    from example_forgetting.cli import CifarConfig, MnistConfig, parse_cifar, parse_mnist
+
+    argv = ["--dataset", "mnist", "--no_dropout", "--seed", "1", "--output_dir", "x", "--data_source", "synthetic"]
+    config, print_only = parse_mnist(argv)
+    assert isinstance(config, MnistConfig) and not print_only
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.seed = 2
+    dests = [k for k in vars(mnist_parser().parse_args(argv)) if k != "print_config"]
+    assert list(config.to_dict()) == dests  # config.json and --print_config: the parser's names, in order
+    assert config.save_fname == "dataset_mnist__no_dropout_True__seed_1__sorting_file_none__remove_n_0__keep_lowest_n_0"
+    cifar, _ = parse_cifar(["--output_dir", "x", "--data_source", "synthetic"])
+    assert isinstance(cifar, CifarConfig) and cifar.noise_std_pixels == 0 and type(cifar.noise_std_pixels) is int
+    assert cifar.save_fname.endswith("noise_std_pixels_0")

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 from llf_ke.outputs import read_csv
 
@@ -33,12 +30,8 @@ def test_llf_gains_over_generation_0_on_digits(script, tmp_path, helpers):
 
 
 @pytest.mark.real_data
-def test_jpeg_cifar10_subset_runs(script, tmp_path, helpers):
-    root = os.environ.get("FORGETTING_DATA")
-    if not root:
-        pytest.skip("FORGETTING_DATA is not set (it names the folder holding cifar10-jpeg/cifar10-jpeg.zip)")
-    if not (Path(root) / "cifar10-jpeg" / "cifar10-jpeg.zip").is_file():
-        pytest.skip(f"{root}/cifar10-jpeg/cifar10-jpeg.zip is absent")
+def test_jpeg_cifar10_subset_runs(script, tmp_path, helpers, forgetting_data):
+    root = forgetting_data("cifar10-jpeg/cifar10-jpeg.zip")
     from llf_ke.prepare_folder import export_cifar10_jpeg
 
     counts = export_cifar10_jpeg(root, tmp_path / "data", train_per_class=4, val_per_class=2, test_per_class=3)

@@ -21,7 +21,7 @@ from forgetting_common.testing import (
     run_until_then_kill,
     tensorboard_scalars,
 )
-from llf_ke.config import parse_args
+from llf_ke.cli import parse_args
 from llf_ke.fake import write_fake_folder_set
 from llf_ke.outputs import read_csv
 

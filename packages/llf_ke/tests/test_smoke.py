@@ -92,21 +92,21 @@ def test_long_baseline_s3(runs):
     assert "re-initialised" not in (exp / "train_log.txt").read_text()
     tests = [r for r in read_metrics(exp) if "test/top1" in r]
     assert [t["epoch"] for t in tests] == [0, 1]
-    assert [t["equivalent_generation"] for t in tests] == [0.0, 1.0]
+    assert [t["test/generation"] for t in tests] == [0.0, 1.0]  # equivalent generations
     # fixed: the CSV's test column holds the last intermediate test (the original wrote 0.00)
     assert float(rows[0]["Current Tst Top 1"]) == pytest.approx(tests[-1]["test/top1"], abs=0.006)
     assert float(rows[0]["Current Tst Top 5"]) > 0
 
 
-def _requires_grad_after(exp, helpers, g):
-    state = torch.load(exp / "checkpoint_last.pth", weights_only=True)
-    return state["requires_grad"]
+def _requires_grad_at_end(exp):
+    """The requires_grad flags the finished run's last checkpoint holds."""
+    return torch.load(exp / "checkpoint_last.pth", weights_only=True)["requires_grad"]
 
 
 def test_freeze_reset_layers_s4(runs, helpers):
     exp = runs.get("frz", "S4", epochs=1, generations=3, extra=("--save_model", "--init_seed", "0"))
     _common_layout(exp, 3)
-    flags = _requires_grad_after(exp, helpers, 2)
+    flags = _requires_grad_at_end(exp)
     for name, trainable in flags.items():
         if name.endswith("mask"):
             assert not trainable
@@ -130,9 +130,9 @@ def test_freeze_early_layers_s5(runs, helpers):
     exp = runs.get("frz_early", "S5", epochs=1, generations=2,
                    extra=("--save_model", "--init_seed", "0", "--eval_after_reset"))
     _common_layout(exp, 2)
-    after_reset = [r for r in read_metrics(exp) if "test_after_reset/top1" in r]
+    after_reset = [r for r in read_metrics(exp) if "test/after_reset_top1" in r]
     assert [(r["generation"], r["epoch"]) for r in after_reset] == [(1, 0)]
-    flags = _requires_grad_after(exp, helpers, 1)
+    flags = _requires_grad_at_end(exp)
     for name, trainable in flags.items():
         if not name.endswith("mask"):
             assert trainable == name.startswith(("layer4", "fc")), name
@@ -177,14 +177,59 @@ def test_print_config_of_each_seed_line(key, helpers, script, capsys, tmp_path, 
 
 
 def test_log_dir_and_run_folder_numbering(tmp_path):
-    import argparse
+    import random
 
-    from llf_ke.runner import _new_run_dir
+    from llf_ke.checkpoint import generation_root
+    from llf_ke.outputs import new_run_dir
 
-    args = argparse.Namespace(log_dir=str(tmp_path / "logs"), exp_name="exp", gpu=3)
-    first = _new_run_dir(args, tmp_path / "unused", 2)
+    root = generation_root(tmp_path / "unused", str(tmp_path / "logs"), "exp")
+    random.seed(5)
+    first = new_run_dir(root, 2, gpu=3)
     assert first.parent.parent == tmp_path / "logs" / "exp" / "gen_2" and first.name == "0000_g3"
     assert not (tmp_path / "unused").exists()
+    random.seed(5)  # the same random folder: the next free number
+    assert new_run_dir(root, 2, gpu=3) == first.parent / "0001_g3"
+    assert generation_root(tmp_path / "exp_dir", None, "exp") == tmp_path / "exp_dir"
+
+
+def test_tensorboard_tags_are_namespaced_and_steps_monotonic(runs):
+    """The one TensorBoard writer of a 3-generation LLF run, read back from its event files."""
+    from forgetting_common.testing import tensorboard_scalars
+
+    exp = runs.get("llf", "S1", epochs=2, generations=3, extra=("--save_model", "--init_seed", "0"))
+    points = tensorboard_scalars(exp / "tensorboard")
+    tags = {tag for tag, _, _ in points}
+    assert tags == {"train/loss", "train/top1", "train/top5", "train/lr", "eval/val_loss", "eval/val_top1",
+                    "eval/val_top5", "test/loss", "test/top1", "test/top5"}
+    by_tag: dict[str, list[int]] = {}
+    for tag, step, _ in points:
+        by_tag.setdefault(tag, []).append(step)
+    for tag, steps in by_tag.items():
+        assert steps == sorted(steps) and len(set(steps)) == len(steps), (tag, steps)
+    assert by_tag["train/loss"] == [0, 1, 2, 3, 4, 5]  # global epoch = generation * epochs + epoch
+    assert by_tag["test/top1"] == [1, 3, 5]  # the test at the end of every generation
+    rows = read_metrics(exp)
+    assert [(r["generation"], r["epoch"]) for r in rows] == [(g, e) for g in range(3) for e in range(2)]
+    assert [r["test/generation"] for r in rows if "test/top1" in r] == [0, 1, 2]  # counters: jsonl only
+
+
+def test_every_run_draws_its_figure(runs, tmp_path):
+    """test_acc_per_generation.png in the run folder, and the comparison figure of several runs."""
+    import numpy as np
+    from llf_ke import plots
+    from PIL import Image
+
+    llf = runs.get("llf", "S1", epochs=2, generations=3, extra=("--save_model", "--init_seed", "0"))
+    long = runs.get("long", "S3", epochs=2, generations=1, extra=("--eval_intermediate_tst", "1", "--init_seed", "0"))
+    for exp in (llf, long):
+        png = exp / plots.RUN_FIGURE
+        assert png.stat().st_size > 10_000
+        with Image.open(png) as img:
+            assert img.size == (720, 480) and len(np.unique(np.asarray(img.convert("L")))) > 20  # drawn, not blank
+    assert [x for x, _ in plots.test_curve(llf)] == [0.0, 1.0, 2.0]
+    out = tmp_path / "cmp.png"
+    plots.main(["--run", f"LLF={llf}", "--run", f"LLF={llf}", "--run", f"long={long}", "--out", str(out)])
+    assert out.stat().st_size > 10_000 and not list(tmp_path.glob(".*"))
 
 
 def test_eval_after_reset_changes_nothing_else(runs):

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from llf_ke import forgetting
-from llf_ke.config import parse_args
-from llf_ke.engine import build_optimizer, smoothing_loss, topk_correct
+from llf_ke.cli import DERIVED, build_parser, parse_args
+from llf_ke.epoch import make_criterion, topk_correct
 from llf_ke.layers import SplitConv, SplitLinear, kels_mask, split_modules
 from llf_ke.models import Builder, build_model
+from llf_ke.optim import ValDependentLR, build_optimizer, lr_at
 from llf_ke.outputs import CSV_HEADER, csv_row
-from llf_ke.schedule import ValDependentLR, lr_at
 
 
 @pytest.fixture(scope="module")
@@ -56,15 +55,24 @@ def test_other_policies():
 
 
 # ----------------------------------------------------------------- loss and accuracy
-def test_smoothing_loss_hand_case():
+def _original_smoothing_loss(logits, target, eps):
+    """The original's LabelSmoothing, written out: (1-eps)·NLL + eps·mean_k(-log p_k), batch mean."""
+    logp = F.log_softmax(logits, dim=-1)
+    nll = -logp.gather(1, target[:, None]).squeeze(1)
+    return ((1 - eps) * nll - eps * logp.mean(dim=-1)).mean()
+
+
+def test_label_smoothing_is_the_originals():
+    """PyTorch's label-smoothing cross-entropy (the training criterion) equals the original's loss."""
     logits = torch.tensor([[math.log(2.0), 0.0, 0.0]])  # p = (1/2, 1/4, 1/4)
     target = torch.tensor([0])
     eps = 0.1
     expected = (1 - eps) * math.log(2) + eps * (math.log(2) + 2 * math.log(4)) / 3
-    assert smoothing_loss(logits, target, eps).item() == pytest.approx(expected, rel=1e-6)
+    assert make_criterion(eps)(logits, target).item() == pytest.approx(expected, rel=1e-6)
+    assert make_criterion(0.0)(logits, target).item() == pytest.approx(math.log(2), rel=1e-6)
     x = torch.randn(7, 11, generator=torch.Generator().manual_seed(1))
     y = torch.randint(0, 11, (7,), generator=torch.Generator().manual_seed(2))
-    assert smoothing_loss(x, y, 0.1).item() == pytest.approx(F.cross_entropy(x, y, label_smoothing=0.1).item(), rel=1e-6)
+    assert make_criterion(0.1)(x, y).item() == pytest.approx(_original_smoothing_loss(x, y, 0.1).item(), rel=1e-6)
 
 
 def test_topk_caps_at_class_count():
@@ -84,6 +92,20 @@ def test_run_names():
     s6 = parse_args("--name n --seed 0 --fix_seed --num_generations 1 --epochs 2200".split())
     assert s6.name.endswith("_n_seed0/") and "_G1_e2200_" in s6.name
     assert s6.bias_split_rate == s6.split_rate and s6.num_cls == 102 and s6.eval_tst
+
+
+def test_config_is_frozen_and_holds_every_flag():
+    """One frozen Config: every parser destination plus the derived fields, under the original names."""
+    import dataclasses
+
+    cfg = parse_args("--name n --cs_kd --bias_split_rate 0.3".split())
+    dests = {a.dest for a in build_parser()._actions if a.dest != "help"}
+    assert set(cfg.as_dict()) == dests | set(DERIVED)
+    assert (cfg.user_name, cfg.group_name, cfg.trainer) == ("n", "n", "default_cls")
+    assert cfg.label_smoothing == 0.0 and cfg.samples_per_class == 2 and cfg.bias_split_rate == 0.5  # as the original
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.epochs = 3
+    assert cfg.with_classes(4).num_cls == 4 and cfg.num_cls == 102
 
 
 def test_csv_row_format():
@@ -232,31 +254,27 @@ def test_split_layers_compute_the_dense_function():
     conv = SplitConv(3, 4, 3, padding=1, bias=False, split_mode="kels", split_rate=0.5)
     x = torch.randn(1, 3, 5, 5)
     assert torch.allclose(conv(x), F.conv2d(x, conv.weight, padding=1))
-    _ = np
 
 
 def test_pretrained_checkpoint_loads_matching_tensors(tmp_path):
-    import argparse
-
-    from llf_ke.runner import _load_pretrained, _pretrained_state
+    from llf_ke.checkpoint import load_matching, pretrained_state
 
     source = build_model("Split_ResNet18", 10, Builder())
     torch.save({"state_dict": source.state_dict()}, tmp_path / "ckpt.pth")
     target = build_model("Split_ResNet18", 102, Builder())  # other class count: fc is skipped
-    args = argparse.Namespace(pretrained=str(tmp_path / "ckpt.pth"), arch="Split_ResNet18")
     # 122 weights/buffers + 21 masks; all but fc.weight, fc.bias and fc.mask fit
-    assert _load_pretrained(target, _pretrained_state(args), args) == \
-        "loaded 140 of 143 tensors from --pretrained " + args.pretrained
+    assert load_matching(target, pretrained_state(str(tmp_path / "ckpt.pth"), "Split_ResNet18")) == (140, 143)
     assert torch.equal(target.layer3[1].conv2.weight, source.layer3[1].conv2.weight)
     assert target.fc.weight.shape == (102, 512)
-    args.pretrained = str(tmp_path / "missing.pth")
     with pytest.raises(Exception, match="no such checkpoint"):
-        _pretrained_state(args)
+        pretrained_state(str(tmp_path / "missing.pth"), "Split_ResNet18")
+    with pytest.raises(Exception, match="only the ResNets"):
+        pretrained_state("imagenet", "vgg11")
 
 
 def test_kd_loss_and_pair_sampler(tmp_path):
     from llf_ke.data import PairBatchSampler, load_splits
-    from llf_ke.engine import kd_loss
+    from llf_ke.epoch import kd_loss
     from llf_ke.fake import write_fake_folder_set
 
     s = torch.tensor([[0.0, 0.0]])

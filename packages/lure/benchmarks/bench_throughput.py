@@ -4,7 +4,7 @@ DataLoader-over-PIL baseline.
     uv run python benchmarks/bench_throughput.py --chunk 1024 --epochs 1 --arch resnet20s --threads 1
 
 * ours: the chunk's images held as a uint8 tensor on the device, batched by index, cropped and
-  flipped per batch on the device (what the engine does);
+  flipped per batch on the device (what the training loop does);
 * baseline: a ``Dataset`` of PIL images with torchvision's RandomCrop(32, 4), RandomHorizontalFlip
   and ToTensor, through a ``DataLoader`` (what the original did);
 * unlearn: SNIP scoring on one batch of 100 plus the global ranking and re-initialisation,

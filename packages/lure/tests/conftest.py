@@ -24,7 +24,7 @@ class Runner:
 
     def main(self, argv: list[str], alma: bool = False):
         """Call the script's main in-process; returns (results, stdout, warnings)."""
-        from lure.main import main
+        from lure.cli import main
 
         self.capsys.readouterr()
         with warnings.catch_warnings(record=True) as caught:
@@ -36,7 +36,7 @@ class Runner:
     def error(self, argv: list[str], alma: bool = False) -> tuple[int, str]:
         """Call through run_main, as the scripts do; returns (exit status, stderr)."""
         from forgetting_common import run_main
-        from lure.main import main
+        from lure.cli import main
 
         self.capsys.readouterr()
         with pytest.raises(SystemExit) as info:

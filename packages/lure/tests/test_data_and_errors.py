@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
 import torch
 from forgetting_common.data import fake
-from lure.data import load_data
+from lure.data import DataSpec, load_data
 
 TINY = ["--arch", "resnet20s", "--epochs", "1", "--batch_size", "16", "--meta_batch_size", "10",
         "--meta_batch_number", "2", "--seed", "1", "--device", "cpu", "--quiet", "--test_limit", "16"]
 SYN = ["--data_source", "synthetic", "--image_size", "8", "--test_limit", "16"]
 
 
-def data_args(**kw) -> argparse.Namespace:
+def data_args(**kw) -> DataSpec:
     base = {"dataset": "cifar10", "data_source": "real", "data": None, "meta_batch_size": 10, "meta_batch_number": 2,
             "val_offset": None, "few_shot": False, "n_shots": 100, "image_size": None, "test_limit": None,
             "order_seed": 0, "imagenet_path": "../imagenet"}
     base.update(kw)
-    return argparse.Namespace(**base)
+    return DataSpec(**base)
 
 
 def test_cifar10_pickles_natural_order_and_run(runner, tmp_path):

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
 import math
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,20 +11,14 @@ pytestmark = pytest.mark.real_data
 
 
 @pytest.fixture
-def mnist_root() -> str:
-    root = os.environ.get("FORGETTING_DATA")
-    if not root:
-        pytest.skip("FORGETTING_DATA is unset; point it at the shared data folder (MNIST/raw) to run this test")
-    if not (Path(root) / "MNIST" / "raw").is_dir():
-        pytest.skip(f"FORGETTING_DATA={root} has no MNIST/raw folder")
-    return root
+def mnist_root(forgetting_data) -> str:
+    return str(forgetting_data("MNIST/raw"))
 
 
 def test_real_mnist_unlearning_mechanism_and_noninferiority(mnist_root, tmp_path, capsys):
     from forgetting_common.seeding import Generators
     from lure import unlearn
-    from lure.data import load_data
-    from lure.interventions import snip_batches_used
+    from lure.data import DataSpec, load_data
     from lure.models import MNIST_MEAN, MNIST_STD, build_model
     from lure.reproduce import main as reproduce
 
@@ -37,6 +28,15 @@ def test_real_mnist_unlearning_mechanism_and_noninferiority(mnist_root, tmp_path
     # H1: more data helps every method (450 -> 1,350 training examples).
     for method in ("lure", "warm"):
         assert summary[method]["final_test_acc"][0] >= summary[method]["first_state_acc"][0] + 3.0, summary[method]
+    # The figure over the sweep's folders: warm start beside LURE, two seeds each, means as in the summary.
+    from lure import plots
+
+    runs = plots.load_runs([tmp_path])
+    curves = plots.curves(runs)
+    assert [(c.label, c.runs) for c in curves] == [("warm start, gamma 0.1", 2), ("LURE (SNIP 20%), gamma 0.1", 2)]
+    assert curves[1].mean[-1] == pytest.approx(summary["lure"]["final_test_acc"][0])
+    assert curves[1].sd[-1] == pytest.approx(summary["lure"]["final_test_acc"][1])
+    assert plots.accuracy_per_state(runs, tmp_path / "fig.png").stat().st_size > 5000
     # H3 (short-run version): LURE is not worse than warm start with the same schedule by more than 1.5 pp.
     assert summary["lure"]["final_test_acc"][0] >= summary["warm"]["final_test_acc"][0] - 1.5, summary
 
@@ -51,11 +51,11 @@ def test_real_mnist_unlearning_mechanism_and_noninferiority(mnist_root, tmp_path
     model.eval()
     # The SNIP batch as the original builds it: the first 128 ids of the state's list, one batch of 100,
     # training augmentation drawn from the run's "snip" stream.
-    args = argparse.Namespace(dataset="mnist5k", data_source="real", data=mnist_root, meta_batch_size=500,
-                              meta_batch_number=3, val_offset=None, few_shot=False, n_shots=100, image_size=None,
-                              test_limit=None, order_seed=0, imagenet_path="")
-    data = load_data(args, torch.device("cpu"))
-    assert snip_batches_used(128, None) == 1
+    spec = DataSpec(dataset="mnist5k", data_source="real", data=mnist_root, meta_batch_size=500,
+                    meta_batch_number=3, val_offset=None, few_shot=False, n_shots=100, image_size=None,
+                    test_limit=None, order_seed=0, imagenet_path="")
+    data = load_data(spec, torch.device("cpu"))
+    assert unlearn.snip_batches_used(128, None) == 1
     x, y = data.pool.fetch(torch.arange(100))
     x = data.augment(x, Generators(1)["snip"])
     saliency = unlearn.snip_saliency(model, [(x, y)])

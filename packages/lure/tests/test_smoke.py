@@ -168,24 +168,24 @@ def test_alma(runner, tmp_path, load):
 
 
 def test_resume_from_last_finished_state(runner, tmp_path, monkeypatch, load):
-    from lure import engine
+    from lure import train
 
     full_dir, cut_dir = tmp_path / "full", tmp_path / "cut"
     base = small(tmp_path, states=3, epochs=1)
     base = base[: base.index("--save_dir")] + base[base.index("--save_dir") + 2:]
     full, _, _ = runner.main([*base, "--save_dir", full_dir])
 
-    real = engine._run_state
+    real = train._run_state
 
     def interrupted(ctx, k, *a, **kw):
         if k == 3:
             raise KeyboardInterrupt
         return real(ctx, k, *a, **kw)
 
-    monkeypatch.setattr(engine, "_run_state", interrupted)
+    monkeypatch.setattr(train, "_run_state", interrupted)
     with pytest.raises(KeyboardInterrupt):
         runner.main([*base, "--save_dir", cut_dir])
-    monkeypatch.setattr(engine, "_run_state", real)
+    monkeypatch.setattr(train, "_run_state", real)
     assert load(cut_dir / "results.json")["finished"] is False
     resumed, out, _ = runner.main([*base, "--save_dir", cut_dir, "--resume"])
     assert "resuming after state 2" in out
@@ -209,16 +209,16 @@ def test_print_config_touches_nothing(runner, tmp_path):
 
 
 def test_warmup_is_linear_per_iteration(runner, tmp_path, monkeypatch):
-    from lure import engine
+    from lure import train
 
     seen: list[float] = []
-    real = engine.set_lr
+    real = train.set_lr
 
     def record(optimizer, lr):
         seen.append(lr)
         real(optimizer, lr)
 
-    monkeypatch.setattr(engine, "set_lr", record)
+    monkeypatch.setattr(train, "set_lr", record)
     argv = [a for a in small(tmp_path, "--warmup", "1", "--lr", "0.3", states=1, epochs=2) if a != "--use_snip"]
     runner.main(argv)
     # 36 training ids in batches of 16: 3 iterations per epoch; warm-up over epoch 0 from 0 to --lr,

@@ -7,11 +7,12 @@ import math
 import pytest
 import torch
 from lure import unlearn
-from lure.data import ReplayPlan, SyntheticSource, chunk_ids, split_sizes
-from lure.engine import epoch_lr
-from lure.interventions import snip_batches_used
 from lure.metrics import calibration_metrics, expected_calibration_error
 from lure.models import CIFAR100_MEAN, build_model
+from lure.replay import ReplayPlan, chunk_ids, split_sizes
+from lure.synthetic import SyntheticSource
+from lure.train import epoch_lr
+from lure.unlearn import snip_batches_used
 from torch import nn
 
 
@@ -264,3 +265,26 @@ def test_corruptions_hand_checked():
     s = corrupt(big, "shot_noise", 1, torch.Generator().manual_seed(0))
     assert abs(float(s.mean()) - 0.5) < 0.01 and float(s.std()) > 0
     assert set(SEVERITIES) == {"gaussian_noise", "shot_noise", "impulse_noise", "contrast", "brightness"}
+
+
+def test_config_is_parsed_once_frozen_and_keeps_each_scripts_original_names():
+    import dataclasses
+
+    from lure.cli import parse_args
+
+    lure_cfg = parse_args(["--save_dir", "S", "--decreasing_lr", "20,40"])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        lure_cfg.lr = 1.0
+    assert lure_cfg.milestones == [20, 40] and lure_cfg.prog == "LURE_main.py"
+    names = list(lure_cfg.original())
+    # LURE_main.py's own flags only, in its parser's order (weight_pruning sits between use_randinit and use_llf)
+    assert "tickets_mask" not in names and "alma_gamma" not in names and "alma" not in names
+    assert names.index("use_randinit") + 1 == names.index("weight_pruning") == names.index("use_llf") - 1
+    alma = parse_args(["--save_dir", "S", "--alma_gamma", "0.5", "--workers", "3"], alma=True)
+    names = list(alma.original())
+    assert "weight_pruning" not in names and names.index("sparsity_level") + 1 == names.index("tickets_mask")
+    # what ALMA.py fixes comes last, as the original's configuration listed it
+    assert names[-16:] == ["gamma", "use_snip", "use_randinit", "use_llf", "use_fc", "use_shrink_perturb",
+                           "snip_on_new_chunk", "snip_train_mode", "snip_skip_norm", "no_epoch_test", "llf_by_stage",
+                           "shrink", "perturb", "fc_layer_name", "snip_examples", "snip_batches"]
+    assert (alma.gamma, alma.no_epoch_test, alma.use_snip, alma.workers) == (0.5, True, False, 3)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from upgd.reproduce import run as reproduce
 
 
 @pytest.mark.real_data
@@ -31,13 +30,20 @@ def test_mnist_pixels_are_normalised_like_the_original(data_root):
 
 
 @pytest.mark.slow
-def test_upgd_keeps_accuracy_and_units_where_sgd_loses_them(tmp_path, monkeypatch):
+def test_upgd_keeps_accuracy_and_units_where_sgd_loses_them(tmp_path, run_cli):
+    """The `upgd.label_permuted` claim's runs (its smoke grid, shortened), read and measured by the claim."""
     pytest.importorskip("sklearn")
-    monkeypatch.chdir(tmp_path)
-    summary = reproduce(["--n_samples", "5000", "--change_freq", "500", "--stats_every", "500", "--seeds", "0",
-                         "--save_path", str(tmp_path / "logs"), "--quiet"])
-    sgd, upgd = summary["sgd"], summary["upgd_fo_global"]
+    from upgd.claims import SMALL_HPS, measure_contrast, read_stats
+
+    values = {}
+    for learner in ("sgd", "upgd_fo_global"):
+        save = tmp_path / learner
+        run_cli(["--task", "label_permuted_digits_stats", "--learner", learner, *SMALL_HPS[learner]("0.1"),
+                 "--network", "fully_connected_relu_with_hooks", "--seed", "0", "--n_samples", "5000",
+                 "--change_freq", "500", "--stats_every", "500"], save_path=save)
+        values[learner] = {**read_stats({}, save), "_labels": {"learner": learner}}
+    m = measure_contrast(values)
     # Calibrated single-seed margins (README): UPGD ≈ 0.85 vs SGD ≈ 0.69; dead units ≈ 0.83 vs 0.96.
-    assert upgd["acc_last20"] >= sgd["acc_last20"] + 0.08
-    assert sgd["dead_last20"] >= upgd["dead_last20"] + 0.04
-    assert sgd["dead_last20"] >= 0.9
+    assert m["upgd_acc_last20"] >= m["sgd_acc_last20"] + 0.08
+    assert m["sgd_dead_last20"] >= m["upgd_dead_last20"] + 0.04
+    assert m["sgd_dead_last20"] >= 0.9

@@ -1,8 +1,10 @@
-"""Shared fixtures: generated datasets (spec §7.1), a working folder per test, in-process runs."""
+"""Shared fixtures: generated datasets (spec §7.1), a working folder per test, in-process runs.
+
+Real-data tests take ``forgetting_data`` (the forgetting_common pytest plugin).
+"""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -46,13 +48,3 @@ def rnn_tiny():
 def cnn_tiny():
     return list(CNN_TINY)
 
-
-@pytest.fixture
-def real_data_root() -> Path:
-    root = os.environ.get("FORGETTING_DATA")
-    if not root:
-        pytest.skip("FORGETTING_DATA is not set: the real-data test needs the shared datasets "
-                    "(PTB and MNIST); set FORGETTING_DATA=/path/to/shared/data")
-    if not (Path(root) / "ptb" / "train.txt").is_file():
-        pytest.skip(f"FORGETTING_DATA={root} holds no ptb/train.txt")
-    return Path(root)

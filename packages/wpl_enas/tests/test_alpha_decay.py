@@ -46,13 +46,16 @@ def spy_updates(trainer) -> list[tuple[int, float]]:
 
 
 def make_trainer(kind, workdir, argv):
-    from wpl_enas.config import parse_args
+    from dataclasses import replace
+
+    from wpl_enas.cli import parse_args
     from wpl_enas.data import TextData, load_cifar10
-    from wpl_enas.trainer import CNNTrainer, RNNTrainer
+    from wpl_enas.train_cnn import CNNTrainer
+    from wpl_enas.train_rnn import RNNTrainer
 
     torch.manual_seed(0)
     args, _ = parse_args(argv)
-    args.model_dir = str(workdir)
+    args = replace(args, model_dir=str(workdir))
     cpu = torch.device("cpu")
     if kind == "rnn":
         data = TextData(workdir / "data" / "ptb", args.batch_size, args.test_batch_size, cpu)

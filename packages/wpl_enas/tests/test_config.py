@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from forgetting_common.errors import UserError
-from wpl_enas.config import parse_args, str2bool
+from wpl_enas.cli import parse_args, str2bool
 from wpl_enas.fixtures import CNN_SEED, RNN_SEED
 
 PACKAGE = Path(__file__).resolve().parents[1]
@@ -48,6 +48,25 @@ def test_cnn_seed_line_resolves():
     assert args.nb_batch_reward_controller == 20 and args.alpha_decay_mode == 1
     assert args.dataset == "cifar10" and args.network_type == "micro_cnn" and args.log_level == "INFO"
     assert args.softmax_temperature == 8.0 and args.ema_baseline_decay == 0.99
+
+
+def test_config_is_one_frozen_object_matching_the_parser():
+    import dataclasses
+
+    from wpl_enas.cli import Config, build_parser
+
+    config, _ = parse_args(RNN_SEED)
+    dests = {a.dest for a in build_parser()._actions if a.dest != "help"}
+    assert {f.name for f in dataclasses.fields(Config)} == dests | {"model_name", "model_dir", "data_path", "cuda"}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.shared_lr = 1.0
+    assert config.model_name == "ptb_rnn-train" and config.model_dir == "logs/ptb_rnn-train"
+    assert config.data_path == "data/ptb" and config.cuda is False
+    assert config.shared_rnn_activations == ("tanh", "ReLU", "identity", "sigmoid")
+    # --load_path names the run folder; the original names are what config.json shows
+    loaded, _ = parse_args(["--load_path=ptb_x"])
+    assert loaded.to_dict()["model_dir"] == "logs/ptb_x" and "print_config" not in loaded.to_dict()
+    assert loaded.to_dict()["shared_rnn_activations"] == ["tanh", "ReLU", "identity", "sigmoid"]
 
 
 def test_last_flag_wins_and_unknown_kept():

@@ -17,11 +17,11 @@ import pytest
 pytestmark = pytest.mark.real_data
 
 
-def test_two_models_mnist_wpl_keeps_model_a(real_data_root, workdir, capsys):
+def test_two_models_mnist_wpl_keeps_model_a(forgetting_data, tmp_path, monkeypatch, capsys):
     from wpl_enas.two_models import main
 
-    if not (real_data_root / "MNIST" / "raw").is_dir():
-        pytest.skip(f"no MNIST/raw under {real_data_root}")
+    real_data_root = forgetting_data("MNIST/raw")
+    monkeypatch.chdir(tmp_path)
     res = main([f"--data_dir={real_data_root}", "--dataset=mnist", "--train_limit=3000", "--test_limit=1000",
                 "--epochs_a=5", "--epochs_b=5", "--seeds=1,2,3", "--arms=plain,wpl:1000", "--quiet",
                 "--output_dir=tm"])
@@ -36,9 +36,12 @@ def test_two_models_mnist_wpl_keeps_model_a(real_data_root, workdir, capsys):
     assert wpl["B_acc_mean"] >= plain["B_acc_mean"] - 0.03
 
 
-def test_enas_rnn_ptb_slice_reports_forgetting(real_data_root, workdir, capsys):
+def test_enas_rnn_ptb_slice_reports_forgetting(forgetting_data, tmp_path, monkeypatch, capsys):
     from wpl_enas.run import main
 
+    real_data_root = forgetting_data("ptb/train.txt")
+    monkeypatch.chdir(tmp_path)
+    workdir = tmp_path
     common = [f"--data_dir={real_data_root}", "--dataset=ptb", "--num_gpu=0", "--num_blocks=3", "--shared_embed=32",
               "--shared_hid=32", "--controller_hid=16", "--batch_size=8", "--test_batch_size=8",
               "--shared_rnn_max_length=10", "--shared_max_step=4", "--num_batch_per_iter=3",

@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 from forgetting_common.errors import UserError
 from forgetting_common.runlog import read_metrics
+from forgetting_common.testing import tensorboard_scalars
 from wpl_enas.fixtures import CNN_SEED, RNN_SEED
+
+NAMESPACES = ("train/", "test/", "stats/", "eval/")
 
 
 def main(argv):
@@ -23,7 +26,31 @@ def forgetting(run: Path) -> list[dict]:
 
 
 def epoch_records(run: Path) -> dict[int, dict]:
-    return {r["step"]: r for r in read_metrics(run) if "epoch/alpha" in r}
+    return {r["step"]: r for r in read_metrics(run) if "stats/alpha" in r}
+
+
+def assert_tensorboard_clean(run: Path) -> set[str]:
+    """Every scalar tag namespaced, no counter drawn, steps strictly increasing per tag; the tags."""
+    points = tensorboard_scalars(run / "tensorboard")
+    assert points
+    steps: dict[str, list[int]] = {}
+    for tag, step, _ in points:
+        steps.setdefault(tag, []).append(step)
+    for tag, seq in steps.items():
+        assert tag.startswith(NAMESPACES), tag
+        assert not tag.lower().endswith(("/epoch", "/step", "/iter")), tag
+        assert all(a < b for a, b in zip(seq, seq[1:])), (tag, seq)
+    return set(steps)
+
+
+def assert_png(path: Path, min_side: int = 200) -> None:
+    import numpy as np
+    from PIL import Image
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as img:
+        assert min(img.size) >= min_side
+        assert len(np.unique(np.asarray(img.convert("L")))) > 10  # drawn on, not a blank canvas
 
 
 def test_rnn_seed_wpl_gif_resume_derive_test(workdir, rnn_tiny):
@@ -50,12 +77,13 @@ def test_rnn_seed_wpl_gif_resume_derive_test(workdir, rnn_tiny):
     assert any(t["wpl"] > 0 for t in trace if t["epoch"] >= 1)
     # alpha schedule: 60, 60, 59 (after=2), 58
     epochs = epoch_records(run)
-    assert [epochs[e]["epoch/alpha"] for e in range(4)] == [60.0, 60.0, 59.0, 58.0]
-    assert [epochs[e]["epoch/controller_trained"] for e in range(4)] == [0, 1, 1, 1]
-    assert epochs[1]["epoch/fisher_norm_max"] > 0
-    assert epochs[3]["epoch/fisher_norm_max"] <= 10.0 * 60.0 * 1.0001
+    assert [epochs[e]["stats/alpha"] for e in range(4)] == [60.0, 60.0, 59.0, 58.0]
+    assert [epochs[e]["stats/controller_trained"] for e in range(4)] == [0, 1, 1, 1]
+    assert epochs[1]["stats/fisher_norm_max"] > 0
+    assert epochs[3]["stats/fisher_norm_max"] <= 10.0 * 60.0 * 1.0001
     best = json.loads((run / "best_dag.json").read_text())
     assert best["dag"]["type"] == "rnn" and len(best["genotype"]["recurrent"]) == 3
+    assert_png(run / "forgetting.png")  # the per-run forgetting curve (enas_rnn.png's measure)
 
     # generate_gif.py
     from wpl_enas.gif import main as gif_main
@@ -72,12 +100,18 @@ def test_rnn_seed_wpl_gif_resume_derive_test(workdir, rnn_tiny):
     assert {t["epoch"] for t in out["trainer"].wpl_trace} == {4}
     assert (run / "shared_epoch4_step15.pth").is_file()
     assert "continuing at epoch 4" in (run / "train.log").read_text()
+    # TensorBoard over both sessions: namespaced tags, each step once and in order
+    tags = assert_tensorboard_clean(run)
+    assert {"train/shared/loss", "train/shared/wpl", "train/controller/reward", "stats/alpha", "stats/fisher_norm_max",
+            "eval/forgetting/mean_diff", "eval/derive/max_R", "eval/val_best_ppl"} <= tags
+    alpha = [(step, value) for tag, step, value in tensorboard_scalars(run / "tensorboard") if tag == "stats/alpha"]
+    assert alpha == [(0, 60.0), (1, 60.0), (2, 59.0), (3, 58.0), (4, 57.0)]
 
     # derive and test modes on the saved run
     out = main(RNN_SEED + rnn_tiny + ["--mode=derive", "--load_path=ptb_2018-02-15_11-20-02"])
     assert isinstance(out["best"], dict)
     out = main(RNN_SEED + rnn_tiny + ["--mode=test", "--load_path=ptb_2018-02-15_11-20-02", "--test_batch_size=2"])
-    assert out["test"]["eval/test_best_ppl"] > 1.0
+    assert out["test"]["test/best_ppl"] > 1.0
 
     # retrain the derived cell from scratch
     from wpl_enas.retrain import main as retrain
@@ -98,7 +132,7 @@ def test_cnn_seed_then_resume_with_wpl(workdir, cnn_tiny, caplog):
     recs = forgetting(run)
     assert [r["epoch"] for r in recs] == [1, 2, 3] and recs[0]["metric"] == "valid_acc"
     epochs = epoch_records(run)
-    assert [epochs[e]["epoch/controller_trained"] for e in range(4)] == [0, 0, 1, 1]
+    assert [epochs[e]["stats/controller_trained"] for e in range(4)] == [0, 0, 1, 1]
     params = json.loads((run / "params.json").read_text())
     assert params["controller_max_step"] == 3 and params["reward_c"] == 1.0 and params["momentum"] is False
 
@@ -110,14 +144,16 @@ def test_cnn_seed_then_resume_with_wpl(workdir, cnn_tiny, caplog):
     assert any(t["wpl"] > 0 for t in trainer.wpl_trace)
     epochs = epoch_records(run)
     # the CNN path passes no epoch (the original's default 0 < --alpha_decay_after=15): no decay
-    assert epochs[4]["epoch/alpha"] == 60.0 and epochs[5]["epoch/alpha"] == 60.0
+    assert epochs[4]["stats/alpha"] == 60.0 and epochs[5]["stats/alpha"] == 60.0
     for name, _ in trainer.shared.protected_named_params():
         assert trainer.wpl.fisher(name).norm().item() <= 10.0 * 60.0 * 1.0001
     best = json.loads((run / "best_dag.json").read_text())
     assert best["dag"]["type"] == "micro_cnn"
+    assert "train/shared/accuracy" in assert_tensorboard_clean(run)
+    assert_png(run / "forgetting.png")
 
     out = main(CNN_SEED + cnn_tiny + ["--mode=test", "--load_path=cifar10_cnn-train", "--use_tensorboard=False"])
-    assert 0.0 <= out["test"]["eval/test_best_top_1_acc"] <= 1.0
+    assert 0.0 <= out["test"]["test/best_top_1_acc"] <= 1.0
 
     from wpl_enas.retrain import main as retrain
 
@@ -137,7 +173,7 @@ def test_custom_image_dataset(workdir, cnn_tiny):
     out = main(["--dataset=tiny_images", "--network_type=micro_cnn"] + cnn_tiny + ["--comment=ci", "--max_epoch=1",
                                                                                "--train_limit=20", "--test_limit=8"])
     trainer = out["trainer"]
-    assert trainer.args.output_classes == 3
+    assert trainer.config.output_classes == 3
     assert trainer.shared.classifier.out_features == 3
     assert len(trainer.data.train) == 20 and len(trainer.data.valid) == 8
     params = json.loads((workdir / "logs" / "tiny_images_ci" / "params.json").read_text())
@@ -164,7 +200,8 @@ def test_two_models_smoke(workdir):
 
     res = two(["--dataset=clusters", "--epochs_a=2", "--epochs_b=2", "--arms=plain,wpl:100", "--quiet",
                "--output_dir=tm"])
-    assert (workdir / "tm" / "results.json").is_file() and (workdir / "tm" / "forgetting.png").is_file()
+    assert (workdir / "tm" / "results.json").is_file()
+    assert_png(workdir / "tm" / "forgetting.png")
     for value in res["summary"].values():
         if isinstance(value, dict):
             assert abs(value["A_loss_rise_mean"]) < 10 and 0.0 <= value["B_acc_mean"] <= 1.0
@@ -183,21 +220,37 @@ def test_gif_errors(workdir):
         gif_main(["--model_name=empty_run"])
 
 
-def test_drawing_uses_dot_when_present(workdir):
+def test_cell_drawing_is_graphviz_layout(workdir):
+    """With graphviz installed (CI installs it) the PNG is ``dot``'s own rendering of the .dot file."""
     import shutil
+    import subprocess
 
     from wpl_enas.dags import build_rnn_dag
-    from wpl_enas.viz import draw_network
+    from wpl_enas.plots import draw_network
 
+    exe = shutil.which("dot")
+    assert exe, "graphviz's `dot` is required for this test (apt-get install graphviz)"
     path = draw_network(build_rnn_dag(["tanh", "ReLU", "sigmoid"], [0, 1], 3), workdir / "g.png")
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     dot = path.with_suffix(".dot").read_text()
     assert "strict digraph" in dot and re.search(r"avg", dot)
-    if shutil.which("dot") is None:
-        pytest.skip("graphviz 'dot' is not installed: checked the Pillow fallback PNG only")
-    from PIL import Image
+    for label in ("x[t]", "h[t-1]", "h[t]", "ReLU\n(1)", "sigmoid\n(2)"):
+        assert f'label="{label}"' in dot, label
+    expected = subprocess.run([exe, "-Tpng"], input=dot.encode(), capture_output=True, check=True).stdout
+    assert path.read_bytes() == expected  # not the Pillow fallback
 
-    assert Image.open(path).size[1] > 100  # a real graph layout, taller than the text fallback
+
+def test_cell_drawing_fallback_without_graphviz(workdir, monkeypatch):
+    import shutil
+
+    from PIL import Image
+    from wpl_enas.dags import build_rnn_dag
+    from wpl_enas.plots import draw_network
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    path = draw_network(build_rnn_dag(["tanh", "ReLU", "sigmoid"], [0, 1], 3), workdir / "g.png")
+    # the text rendering: a title row, a node row and one row per edge, 16 px each + 20; the edges are
+    # x[t]->0, h[t-1]->0, 0->1, 1->2, 2->avg, avg->h[t]
+    assert Image.open(path).size[1] == 16 * (2 + 6) + 20
 
 
 @pytest.mark.parametrize("module", ["run", "gif", "two_models", "retrain"])

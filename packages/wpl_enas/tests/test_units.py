@@ -19,8 +19,8 @@ from wpl_enas.dags import (
 from wpl_enas.models.controller import CNNMicroController, RNNController
 from wpl_enas.models.shared_cnn import MicroCell
 from wpl_enas.models.shared_rnn import SharedRNN
-from wpl_enas.trainer import discount
-from wpl_enas.viz import frame_paths
+from wpl_enas.plots import frame_paths
+from wpl_enas.train import discount
 from wpl_enas.wpl import WPL, alpha_schedule
 
 
@@ -209,12 +209,15 @@ def test_discount_reverse_cumsum():
 
 def test_evaluate_normalisation(workdir, rnn_tiny, cnn_tiny):
     """Per-token perplexity (legacy reported ≈1) and per-sample accuracy (legacy divided by batches-1)."""
-    from wpl_enas.config import parse_args
+    from dataclasses import replace
+
+    from wpl_enas.cli import parse_args
     from wpl_enas.data import TextData, load_cifar10
-    from wpl_enas.trainer import CNNTrainer, RNNTrainer
+    from wpl_enas.train_cnn import CNNTrainer
+    from wpl_enas.train_rnn import RNNTrainer
 
     args, _ = parse_args(rnn_tiny + ["--test_batch_size=3", "--use_tensorboard=False"])
-    args.model_dir = str(workdir)
+    args = replace(args, model_dir=str(workdir))
     data = TextData(workdir / "data" / "ptb", args.batch_size, args.test_batch_size, torch.device("cpu"))
     tr = RNNTrainer(args, data, torch.device("cpu"))
 
@@ -226,12 +229,12 @@ def test_evaluate_normalisation(workdir, rnn_tiny, cnn_tiny):
             return torch.zeros(b, 1)
 
     tr.shared = Uniform()
-    out = tr.evaluate(data.eval, None, "val")
+    out = tr.evaluate(data.eval, None, "eval/val")
     assert out["eval/val_ppl"] == pytest.approx(data.num_tokens, rel=1e-5)
 
     args, _ = parse_args(["--dataset=cifar10", "--network_type=micro_cnn", "--use_tensorboard=False"] + cnn_tiny
                          + ["--test_batch_size=6"])
-    args.model_dir = str(workdir)
+    args = replace(args, model_dir=str(workdir))
     images = load_cifar10(workdir / "data", 4, 6, torch.device("cpu"), 0)
     tr = CNNTrainer(args, images, torch.device("cpu"))
     labels = images.test.labels
@@ -247,5 +250,5 @@ def test_evaluate_normalisation(workdir, rnn_tiny, cnn_tiny):
 
     FirstHalfRight.seen = 0
     tr.shared = FirstHalfRight()
-    out = tr.evaluate(images.test, None, "val")
+    out = tr.evaluate(images.test, None, "eval/val")
     assert out["eval/val_top_1_acc"] == pytest.approx(0.5)

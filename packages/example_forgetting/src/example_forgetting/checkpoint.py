@@ -12,7 +12,6 @@ of an uninterrupted run bit for bit on CPU. The checkpoint is removed when the r
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import glob
 import hashlib
@@ -30,6 +29,8 @@ from forgetting_common.errors import Terminated, UserError
 from forgetting_common.safeload import load_checkpoint
 from forgetting_common.seeding import get_rng_state, set_rng_state
 
+from example_forgetting.cli import RunConfig
+
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT = 1
 # Flags that do not change what a run computes; a resume may differ in them.
@@ -37,20 +38,20 @@ NOT_COMPARED = frozenset({"resume", "overwrite", "quiet", "print_config", "devic
                           "data_root", "device_resolved", "no_download"})
 
 
-def prepare_output(args: argparse.Namespace, stats_path: Path, run_dir: Path) -> dict[str, Any] | None:
+def prepare_output(config: RunConfig, stats_path: Path, run_dir: Path) -> dict[str, Any] | None:
     """Decide between a fresh run, a resume and a refusal, before anything is written.
 
     Returns the checkpoint to resume from, or None to start from the beginning (after removing
     what an earlier attempt left when that is what the flags ask for).
     """
-    resume, overwrite = getattr(args, "resume", False), getattr(args, "overwrite", False)
+    resume, overwrite = config.resume, config.overwrite
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other; pass one of them")
     ckpt_path = run_dir / CHECKPOINT_NAME
     out_dir = stats_path.parent
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--output_dir {out_dir} exists and is not a folder")
-    _remove_torn_writes(out_dir, run_dir, getattr(args, "dataset", ""))
+    _remove_torn_writes(out_dir, run_dir, config.dataset)
     if resume:
         if ckpt_path.exists():
             return load_checkpoint(ckpt_path, what="checkpoint")
@@ -134,7 +135,7 @@ def set_numpy_stream_state(rng: np.random.RandomState, state: tuple) -> None:
 
 
 def save(path: Path, **parts: Any) -> None:
-    """Write a checkpoint atomically (``parts`` as :func:`build` lists them)."""
+    """Write a checkpoint atomically (``parts``: what the training loop saves, see the module doc)."""
     atomic_torch_save({"format": FORMAT, **parts}, path)
 
 

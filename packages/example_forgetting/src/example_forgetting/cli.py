@@ -1,16 +1,21 @@
-"""Command lines of the three original scripts: every original flag with its default, plus the
-shared extension flags (``--device``, ``--print_config``, ``--quiet``, ``--data_source`` with
-``--train_limit``/``--test_limit``, ``--data_root``) that keep the original behaviour by default."""
+"""Command lines of the three original scripts, parsed once into frozen configurations.
+
+Every original flag keeps its spelling and default; the shared extension flags (``--device``,
+``--print_config``, ``--quiet``, ``--data_source`` with ``--train_limit``/``--test_limit``,
+``--data_root`` ...) keep the original behaviour by default. The parsed flags become a
+:class:`MnistConfig`, :class:`CifarConfig` or :class:`OrderConfig`, whose fields are the
+original argparse names (``--print_config`` and ``config.json`` show them so); the library takes
+that object, never the argparse namespace.
+"""
 
 from __future__ import annotations
 
 import argparse
 import math
-import sys
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, ClassVar
 
-from forgetting_common.atomic import atomic_pickle_dump
 from forgetting_common.cli import (
     OneLineErrorParser,
     add_common_flags,
@@ -20,9 +25,9 @@ from forgetting_common.cli import (
     positive_int,
 )
 from forgetting_common.errors import UserError
-from forgetting_common.runlog import progress
 
 from example_forgetting import data as D
+from example_forgetting.naming import CIFAR_NAME_ARGS, MNIST_NAME_ARGS, save_fname
 
 
 def finite_float(value: str) -> float:
@@ -119,31 +124,6 @@ def cifar_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _resolve_data_root(args: argparse.Namespace) -> None:
-    if args.data_source == "real":
-        args.data_root = str(D.data_root(args.data_root))
-
-
-def mnist_main(argv: Sequence[str] | None = None):
-    args = mnist_parser().parse_args(argv)
-    _resolve_data_root(args)
-    if maybe_print_config(args):
-        return None
-    from example_forgetting.train import run_training
-
-    return run_training(args, "mnist")
-
-
-def cifar_main(argv: Sequence[str] | None = None):
-    args = cifar_parser().parse_args(argv)
-    _resolve_data_root(args)
-    if maybe_print_config(args):
-        return None
-    from example_forgetting.train import run_training
-
-    return run_training(args, "cifar")
-
-
 def order_parser() -> argparse.ArgumentParser:
     p = OneLineErrorParser(prog="order_examples_by_forgetting.py", description="Options")
     p.add_argument("--input_dir", type=str, required=True, help="searched recursively")
@@ -159,50 +139,216 @@ def order_parser() -> argparse.ArgumentParser:
     p.add_argument("--print_config", action="store_true",
                    help="print the resolved configuration as one JSON object and exit (reads and writes nothing)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no list of skipped files")
+    p.add_argument("--no_plot", action="store_true",
+                   help="do not draw OUTPUT_NAME_histogram.png beside the output (Fig. 1: forgetting counts)")
     return p
 
 
-def order_main(argv: Sequence[str] | None = None):
-    from example_forgetting.order import (
-        find_stats_files,
-        load_stats,
-        order_examples,
-        run_forgetting,
-    )
+# ---------------------------------------------------------------------------------------------
+# The parsed configurations
 
-    args = order_parser().parse_args(argv)
-    if maybe_print_config(args):
-        return None
-    if args.epochs <= 0:
-        raise UserError(f"--epochs must be a positive integer, got {args.epochs}")
-    pairs = args.input_fname_args
-    if pairs is not None and len(pairs) % 2:
+
+@dataclass(frozen=True, kw_only=True)
+class _Flags:
+    """Common ground of the configurations: built from a parsed namespace, shown under its names."""
+
+    #: The names as the parser produced them, in its order: ``config.json`` and ``--print_config``
+    #: list exactly these (a field the script has no flag for stays out unless it was set).
+    names: tuple[str, ...] = field(default=(), compare=False, repr=False)
+
+    @classmethod
+    def from_namespace(cls, args: argparse.Namespace):
+        values = {k: v for k, v in vars(args).items() if k != "print_config"}
+        known = {f.name for f in fields(cls)} - {"names"}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TypeError(f"{cls.__name__} has no field for {', '.join(unknown)}")
+        return cls(**values, names=tuple(values))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration under the original argparse names, in the parser's order."""
+        names = self.names or tuple(f.name for f in fields(self) if f.name != "names")
+        return {name: getattr(self, name) for name in names}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig(_Flags):
+    """The flags ``run_mnist.py`` and ``run_cifar.py`` share (original ones, then extensions)."""
+
+    script: ClassVar[str]
+    name_args: ClassVar[tuple[str, ...]]
+
+    dataset: str
+    batch_size: int
+    epochs: int
+    no_cuda: bool
+    seed: int
+    sorting_file: str
+    remove_n: int
+    keep_lowest_n: int
+    input_dir: str
+    output_dir: str
+    device: str
+    quiet: bool
+    data_source: str
+    train_limit: int | None
+    test_limit: int | None
+    data_root: str | None
+    no_download: bool
+    overwrite: bool
+    resume: bool
+    test_batch_size: int
+    no_tensorboard: bool
+
+    @property
+    def save_fname(self) -> str:
+        """The original's output file stem (``dataset_mnist__no_dropout_True__seed_1__...``)."""
+        return save_fname(self.to_dict(), self.name_args)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MnistConfig(RunConfig):
+    """``run_mnist.py``."""
+
+    script: ClassVar[str] = "mnist"
+    name_args: ClassVar[tuple[str, ...]] = MNIST_NAME_ARGS
+
+    lr: float
+    momentum: float
+    no_dropout: bool
+    permutation_seed: int | None
+    # No flag: the original MNIST script has no label noise; the library sets it for the small
+    # reproduction's Figure 3 run (python -m example_forgetting.reproduce).
+    noise_percent_labels: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class CifarConfig(RunConfig):
+    """``run_cifar.py``."""
+
+    script: ClassVar[str] = "cifar"
+    name_args: ClassVar[tuple[str, ...]] = CIFAR_NAME_ARGS
+
+    model: str
+    learning_rate: float
+    data_augmentation: bool
+    cutout: bool
+    n_holes: int
+    length: int
+    remove_subsample: int
+    noise_percent_labels: int
+    noise_percent_pixels: int
+    noise_std_pixels: float  # the default stays the int 0, so file names read noise_std_pixels_0
+    optimizer: str
+    fix_lr_offbyone: bool
+    pixel_noise_mean: float
+    pixel_noise_clip: bool
+    save_weights: bool
+
+
+Config = MnistConfig | CifarConfig
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrderConfig(_Flags):
+    """``order_examples_by_forgetting.py``."""
+
+    input_dir: str
+    input_fname_args: list[str] | None
+    output_dir: str
+    output_name: str
+    epochs: int
+    tie_seed: int
+    overwrite: bool
+    quiet: bool
+    no_plot: bool
+
+    @property
+    def output_file(self) -> str:
+        """``--output_name`` with ``.pkl`` appended unless present (the original's rule)."""
+        return self.output_name if self.output_name.endswith(".pkl") else self.output_name + ".pkl"
+
+
+def resolved(config: Config) -> Config:
+    """``--data_root`` resolved (the flag, else ``$FORGETTING_DATA``, else ``/tmp/data``) for real data."""
+    if config.data_source != "real":
+        return config
+    return replace(config, data_root=str(D.data_root(config.data_root)))
+
+
+def validate(config: Config) -> None:
+    """Checks that need no data: flag ranges, combinations and the output name."""
+    for name in ("batch_size", "epochs"):
+        if getattr(config, name) <= 0:
+            raise UserError(f"--{name} must be a positive integer, got {getattr(config, name)}")
+    if config.remove_n < 0:
+        raise UserError(f"--remove_n must be >= 0, got {config.remove_n}")
+    if "/" in config.sorting_file or "\\" in config.sorting_file:
         raise UserError(
-            f"--input_fname_args takes name value pairs, got an odd number of tokens: {' '.join(pairs)}"
+            f"--sorting_file {config.sorting_file!r} must be a file name inside --input_dir, not a path "
+            "(it becomes part of the output file names)"
         )
-    name = args.output_name if args.output_name.endswith(".pkl") else args.output_name + ".pkl"
-    if "/" in name:
-        raise UserError(f"--output_name {args.output_name!r} must be a file name, not a path (use --output_dir)")
-    target = Path(args.output_dir) / name
-    if target.exists() and not args.overwrite:
-        raise UserError(f"{target} already exists; pass --overwrite to replace it or choose another --output_name")
-    if not Path(args.input_dir).is_dir():
-        raise UserError(f"--input_dir {args.input_dir} is not a folder")
-    print(f"output: {target}", flush=True)
-    print(vars(args))
-    included, skipped = find_stats_files(args.input_dir, pairs)
-    if not args.quiet:
-        for path in skipped:
-            print(f"skipping file: {path.name}")
-    runs = []
-    for path in included:
-        print(f"including file: {path.name}")
-    for path in progress(included, quiet=args.quiet, desc="counting", unit="file"):
-        runs.append(run_forgetting(load_stats(path), args.epochs, source=str(path)))
-    if not runs:
-        raise UserError(f"No input files found in {args.input_dir} that match {pairs}")
-    ordering = order_examples(runs, args.epochs, args.tie_seed)
-    print(f"Number of unforgettable examples: {ordering.unforgettable}")
-    atomic_pickle_dump(ordering.as_pickle_dict(), target)
-    print(f"wrote {target} ({len(ordering.indices)} examples from {len(runs)} runs)", file=sys.stderr)
-    return ordering
+    if not 0 <= config.noise_percent_labels <= 100:
+        raise UserError(f"--noise_percent_labels must be in 0..100, got {config.noise_percent_labels}")
+    if not isinstance(config, CifarConfig):
+        return
+    if config.optimizer not in ("sgd", "adam"):
+        raise UserError(f"--optimizer {config.optimizer!r} is not known; use sgd or adam")
+    if not 0 <= config.noise_percent_pixels <= 100:
+        raise UserError(f"--noise_percent_pixels must be in 0..100, got {config.noise_percent_pixels}")
+    if config.noise_std_pixels < 0:
+        raise UserError(f"--noise_std_pixels must be >= 0, got {config.noise_std_pixels}")
+    if config.remove_subsample and config.sorting_file == "none" and config.keep_lowest_n >= 0:
+        raise UserError("--remove_subsample needs a --sorting_file (it thins the lowest-ranked block)")
+    if config.n_holes < 0 or config.length < 0:
+        raise UserError("--n_holes and --length must be >= 0")
+
+
+def parse_mnist(argv: Sequence[str] | None = None) -> tuple[MnistConfig, bool]:
+    """``(config, print_config)`` of a ``run_mnist.py`` command line."""
+    args = mnist_parser().parse_args(argv)
+    return resolved(MnistConfig.from_namespace(args)), args.print_config
+
+
+def parse_cifar(argv: Sequence[str] | None = None) -> tuple[CifarConfig, bool]:
+    """``(config, print_config)`` of a ``run_cifar.py`` command line."""
+    args = cifar_parser().parse_args(argv)
+    return resolved(CifarConfig.from_namespace(args)), args.print_config
+
+
+def parse_order(argv: Sequence[str] | None = None) -> tuple[OrderConfig, bool]:
+    """``(config, print_config)`` of an ``order_examples_by_forgetting.py`` command line."""
+    args = order_parser().parse_args(argv)
+    return OrderConfig.from_namespace(args), args.print_config
+
+
+def print_config(config: _Flags) -> None:
+    """``--print_config``: one JSON object under the original names (reads and writes nothing)."""
+    maybe_print_config({"print_config": True}, config=config.to_dict())
+
+
+def mnist_main(argv: Sequence[str] | None = None):
+    config, print_only = parse_mnist(argv)
+    if print_only:
+        return print_config(config)
+    from example_forgetting.train import train
+
+    return train(config)
+
+
+def cifar_main(argv: Sequence[str] | None = None):
+    config, print_only = parse_cifar(argv)
+    if print_only:
+        return print_config(config)
+    from example_forgetting.train import train
+
+    return train(config)
+
+
+def order_main(argv: Sequence[str] | None = None):
+    config, print_only = parse_order(argv)
+    if print_only:
+        return print_config(config)
+    from example_forgetting.order import order
+
+    return order(config)

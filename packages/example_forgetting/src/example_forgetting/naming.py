@@ -35,3 +35,18 @@ def matches(fname: str, pairs: Sequence[str] | None) -> bool:
     if not pairs:
         return True
     return all(f"{pairs[i]}_{pairs[i + 1]}__" in fname for i in range(0, len(pairs) - 1, 2))
+
+
+def parse_fname(fname: str) -> dict[str, str] | None:
+    """The ``name -> value`` pieces of a statistics file name of either script (values as
+    written), or None for another file. Values may hold underscores (``permuted_mnist``)."""
+    if not fname.endswith(STATS_SUFFIX):
+        return None
+    stem = fname[: -len(STATS_SUFFIX)]
+    for names in (CIFAR_NAME_ARGS, MNIST_NAME_ARGS):
+        pieces = stem.split("__")
+        if len(pieces) != len(names):
+            continue
+        if all(p.startswith(n + "_") for p, n in zip(pieces, names)):
+            return {n: p[len(n) + 1 :] for p, n in zip(pieces, names)}
+    return None

@@ -1,87 +1,27 @@
-"""Counting forgetting events, summing them over runs and sorting examples (spec section 8).
+"""``order_examples_by_forgetting.py``: statistics files in, the sorted order (and its histogram) out.
 
-Works on statistics pickles written by this package *and* by the original scripts (ids as
-numpy int64 or Python int, accuracy lists of Python ints, ``'train'``/``'test'`` string keys).
+Also the reader of sorted-order files that ``--sorting_file`` names. The counting itself is in
+:mod:`example_forgetting.stats`.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from forgetting_common.atomic import atomic_pickle_dump
 from forgetting_common.errors import UserError
+from forgetting_common.runlog import progress
 from forgetting_common.safeload import load_pickle
 
+from example_forgetting.cli import OrderConfig
 from example_forgetting.naming import matches
+from example_forgetting.stats import Ordering, example_keys, order_examples, run_forgetting
 
-
-@dataclass
-class RunForgetting:
-    """One run's per-example results for the first ``epochs`` presentations."""
-
-    ids: np.ndarray  # original ids, in the pickle's insertion order
-    events: np.ndarray  # number of 1 -> 0 transitions
-    learned: np.ndarray  # bool: correct at least once
-    first_learned: np.ndarray  # float: first presentation index with acc 1, NaN if never
-    source: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def counts(self, penalty: int) -> np.ndarray:
-        """Forgetting events, with ``penalty`` for never-learned examples (the original's rule)."""
-        return np.where(self.learned, self.events, penalty).astype(np.int64)
-
-    def as_mapping(self, penalty: int) -> dict[int, int]:
-        return dict(zip(self.ids.tolist(), self.counts(penalty).tolist()))
-
-
-def example_keys(stats: dict[Any, Any]) -> list[Any]:
-    """The example ids of a stats dict (every key that is not a string)."""
-    return [k for k in stats if not isinstance(k, str)]
-
-
-def acc_matrix(stats: dict[Any, Any], epochs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(ids, acc, valid)``: accuracy histories cut to ``epochs`` columns, padded where short."""
-    keys = example_keys(stats)
-    ids = np.array([int(k) for k in keys], dtype=np.int64)
-    rows = [stats[k][1][:epochs] for k in keys]
-    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
-    width = int(lengths.max()) if len(rows) else 0
-    if len(rows) and np.all(lengths == width):
-        acc = np.asarray(rows, dtype=np.int8).reshape(len(rows), width)
-        valid = np.ones_like(acc, dtype=bool)
-    else:
-        acc = np.zeros((len(rows), width), dtype=np.int8)
-        valid = np.zeros((len(rows), width), dtype=bool)
-        for i, r in enumerate(rows):
-            acc[i, : len(r)] = r
-            valid[i, : len(r)] = True
-    return ids, acc, valid
-
-
-def forgetting_from_acc(acc: np.ndarray, valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Vectorised ``(events, learned, first_learned)`` from an ``[N, E]`` 0/1 accuracy matrix."""
-    acc = np.asarray(acc).astype(np.int8)
-    if valid is None:
-        valid = np.ones(acc.shape, dtype=bool)
-    if acc.shape[1] >= 2:
-        drops = (acc[:, :-1] == 1) & (acc[:, 1:] == 0) & valid[:, 1:]
-        events = drops.sum(axis=1)
-    else:
-        events = np.zeros(acc.shape[0], dtype=np.int64)
-    hit = (acc == 1) & valid
-    learned = hit.any(axis=1)
-    first = np.where(learned, hit.argmax(axis=1), 0).astype(np.float64)
-    first[~learned] = np.nan
-    return events.astype(np.int64), learned, first
-
-
-def run_forgetting(stats: dict[Any, Any], epochs: int, source: str = "") -> RunForgetting:
-    ids, acc, valid = acc_matrix(stats, epochs)
-    events, learned, first = forgetting_from_acc(acc, valid)
-    return RunForgetting(ids=ids, events=events, learned=learned, first_learned=first, source=source)
+HISTOGRAM_SUFFIX = "_histogram.png"
 
 
 def find_stats_files(input_dir: str | os.PathLike[str], pairs: list[str] | None) -> tuple[list[Path], list[Path]]:
@@ -107,51 +47,6 @@ def load_stats(path: str | os.PathLike[str]) -> dict[Any, Any]:
     return stats
 
 
-@dataclass
-class Ordering:
-    indices: np.ndarray  # original ids, least-forgotten first
-    counts: np.ndarray  # matching totals
-    unforgettable: int
-    runs: list[RunForgetting]
-
-    def as_pickle_dict(self) -> dict[str, np.ndarray]:
-        return {"indices": self.indices, "forgetting counts": self.counts}
-
-
-def total_counts(runs: list[RunForgetting], epochs: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(ids, totals)`` over runs; every run must hold the same example ids."""
-    if not runs:
-        raise ValueError("no runs")
-    base = runs[0]
-    ids = np.sort(base.ids)
-    totals = np.zeros(len(ids), dtype=np.int64)
-    for run in runs:
-        order = np.argsort(run.ids, kind="stable")
-        if len(run.ids) != len(ids) or not np.array_equal(run.ids[order], ids):
-            raise UserError(
-                f"{run.source or 'a run'} holds a different set of examples than {base.source or 'the first run'} "
-                f"({len(run.ids)} vs {len(ids)}); only runs on the same training set can be combined"
-            )
-        totals += run.counts(epochs)[order]
-    return ids, totals
-
-
-def sort_by_forgetting(ids: np.ndarray, totals: np.ndarray, tie_seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Stable sort by (total, rank in a seeded random permutation): ties broken at random."""
-    ids = np.asarray(ids, dtype=np.int64)
-    canonical = np.argsort(ids, kind="stable")
-    rank = np.empty(len(ids), dtype=np.int64)
-    rank[canonical] = np.random.RandomState(tie_seed).permutation(len(ids))
-    order = np.lexsort((rank, totals))
-    return ids[order], np.asarray(totals, dtype=np.int64)[order]
-
-
-def order_examples(runs: list[RunForgetting], epochs: int, tie_seed: int = 0) -> Ordering:
-    ids, totals = total_counts(runs, epochs)
-    sorted_ids, sorted_counts = sort_by_forgetting(ids, totals, tie_seed)
-    return Ordering(sorted_ids, sorted_counts, int((totals == 0).sum()), runs)
-
-
 def load_sorting(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray | None]:
     """The ``indices`` (and, when present, ``forgetting counts``) of a sorted-order pickle."""
     data = load_pickle(path, what="sorting file")
@@ -168,3 +63,49 @@ def load_sorting(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray |
         raise UserError(f"sorting file {path} is malformed: 'indices' holds repeated ids")
     counts = data.get("forgetting counts")
     return indices, None if counts is None else np.asarray(counts)
+
+
+def histogram_path(target: Path) -> Path:
+    """``<output_dir>/<output_name>_histogram.png`` beside ``<output_name>.pkl``."""
+    return target.with_name(target.name[: -len(".pkl")] + HISTOGRAM_SUFFIX)
+
+
+def order(config: OrderConfig) -> Ordering:
+    """Count, sum and sort as the original script; write the pickle and (unless ``--no_plot``)
+    the histogram of the totals (paper Fig. 1)."""
+    pairs = config.input_fname_args
+    if pairs is not None and len(pairs) % 2:
+        raise UserError(
+            f"--input_fname_args takes name value pairs, got an odd number of tokens: {' '.join(pairs)}"
+        )
+    if "/" in config.output_file:
+        raise UserError(f"--output_name {config.output_name!r} must be a file name, not a path (use --output_dir)")
+    target = Path(config.output_dir) / config.output_file
+    figure = None if config.no_plot else histogram_path(target)
+    for path in (target, figure):
+        if path is not None and path.exists() and not config.overwrite:
+            raise UserError(f"{path} already exists; pass --overwrite to replace it or choose another --output_name")
+    if not Path(config.input_dir).is_dir():
+        raise UserError(f"--input_dir {config.input_dir} is not a folder")
+    print(f"output: {target}", flush=True)
+    print(config.to_dict())
+    included, skipped = find_stats_files(config.input_dir, pairs)
+    if not config.quiet:
+        for path in skipped:
+            print(f"skipping file: {path.name}")
+    for path in included:
+        print(f"including file: {path.name}")
+    runs = [run_forgetting(load_stats(path), config.epochs, source=str(path))
+            for path in progress(included, quiet=config.quiet, desc="counting", unit="file")]
+    if not runs:
+        raise UserError(f"No input files found in {config.input_dir} that match {pairs}")
+    ordering = order_examples(runs, config.epochs, config.tie_seed)
+    print(f"Number of unforgettable examples: {ordering.unforgettable}")
+    atomic_pickle_dump(ordering.as_pickle_dict(), target)
+    print(f"wrote {target} ({len(ordering.indices)} examples from {len(runs)} runs)", file=sys.stderr)
+    if figure is not None:
+        from example_forgetting.plots import save_ordering_histogram
+
+        save_ordering_histogram(ordering, config.epochs, figure, title=config.output_file[: -len(".pkl")])
+        print(f"wrote {figure}", file=sys.stderr)
+    return ordering

@@ -39,7 +39,7 @@ from example_forgetting.naming import (
     STATS_SUFFIX,
     save_fname,
 )
-from example_forgetting.order import order_examples, run_forgetting
+from example_forgetting.stats import order_examples, run_forgetting
 
 PAPER = {
     "unforgettable_mnist": 0.917,

@@ -5,7 +5,9 @@ transform); CIFAR augmentation (crop with zero padding, flip, Cutout) runs on wh
 Per-example statistics are scattered from the training forward pass into preallocated tensors
 (:class:`~example_forgetting.stats.StatsRecorder`). After every epoch the original outputs are
 rewritten atomically: ``<save_fname>__stats_dict.pkl`` and ``<save_fname>__best_acc.txt`` (and,
-for CIFAR, ``checkpoint/<dataset>/<save_fname>.t7``).
+for CIFAR, ``checkpoint/<dataset>/<save_fname>.t7``). The run folder ``runs/<save_fname>/``
+holds ``config.json``, ``metrics.jsonl`` and TensorBoard scalars under ``train/``, ``test/``
+and ``stats/`` (forgetting so far), one point per epoch.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from forgetting_common.atomic import atomic_pickle_dump, atomic_torch_save, atomic_write_text
-from forgetting_common.cli import config_dict
 from forgetting_common.data import normalize, permute_pixels, pixel_permutation
 from forgetting_common.data.tensors import cutout, random_crop, random_flip
 from forgetting_common.device import resolve_device
@@ -30,15 +31,9 @@ from forgetting_common.seeding import make_generator
 
 from example_forgetting import checkpoint as ckpt
 from example_forgetting import data as D
+from example_forgetting.cli import CifarConfig, Config, MnistConfig, resolved, validate
 from example_forgetting.models import MnistNet, build_cifar_model
-from example_forgetting.naming import (
-    BEST_ACC_SUFFIX,
-    CHANGED_LABELS_SUFFIX,
-    CIFAR_NAME_ARGS,
-    MNIST_NAME_ARGS,
-    STATS_SUFFIX,
-    save_fname,
-)
+from example_forgetting.naming import BEST_ACC_SUFFIX, CHANGED_LABELS_SUFFIX, STATS_SUFFIX
 from example_forgetting.order import load_sorting
 from example_forgetting.stats import StatsRecorder
 
@@ -73,6 +68,17 @@ class RunResult:
         return self.output_dir / (self.save_fname + STATS_SUFFIX)
 
 
+@dataclass
+class TrainingSet:
+    """What removal and noise left to train on (position space), and the test split."""
+
+    train_indx: np.ndarray  # original ids
+    images: np.ndarray  # uint8 [N, C, H, W]
+    labels: np.ndarray  # int64, after label noise
+    changed: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+    test: D.Split
+
+
 def _sorting_path(input_dir: str, name: str) -> Path:
     base = Path(input_dir) / name
     with_suffix = Path(str(base) + ".pkl")
@@ -83,149 +89,140 @@ def _sorting_path(input_dir: str, name: str) -> Path:
     raise UserError(f"sorting file not found: looked for {with_suffix} and {base} (set --input_dir / --sorting_file)")
 
 
-def validate(args: argparse.Namespace, kind: str) -> None:
-    """Checks that need no data: flag ranges and the output name."""
-    for name in ("batch_size", "epochs"):
-        if getattr(args, name) <= 0:
-            raise UserError(f"--{name} must be a positive integer, got {getattr(args, name)}")
-    if args.remove_n < 0:
-        raise UserError(f"--remove_n must be >= 0, got {args.remove_n}")
-    if "/" in args.sorting_file or "\\" in args.sorting_file:
-        raise UserError(
-            f"--sorting_file {args.sorting_file!r} must be a file name inside --input_dir, not a path "
-            "(it becomes part of the output file names)"
-        )
-    if kind == "cifar":
-        if args.optimizer not in ("sgd", "adam"):
-            raise UserError(f"--optimizer {args.optimizer!r} is not known; use sgd or adam")
-        if not 0 <= args.noise_percent_labels <= 100:
-            raise UserError(f"--noise_percent_labels must be in 0..100, got {args.noise_percent_labels}")
-        if not 0 <= args.noise_percent_pixels <= 100:
-            raise UserError(f"--noise_percent_pixels must be in 0..100, got {args.noise_percent_pixels}")
-        if args.noise_std_pixels < 0:
-            raise UserError(f"--noise_std_pixels must be >= 0, got {args.noise_std_pixels}")
-        if args.remove_subsample and args.sorting_file == "none" and args.keep_lowest_n >= 0:
-            raise UserError("--remove_subsample needs a --sorting_file (it thins the lowest-ranked block)")
-        if args.n_holes < 0 or args.length < 0:
-            raise UserError("--n_holes and --length must be >= 0")
+def training_set(config: Config, rng: np.random.RandomState) -> TrainingSet:
+    """Load the data and draw the removal and the noise, from ``rng`` in the original's order."""
+    ordered, sorting_path = None, None
+    if config.sorting_file != "none":
+        sorting_path = _sorting_path(config.input_dir, config.sorting_file)
+        ordered, _ = load_sorting(sorting_path)
+    train, test = D.load_splits(config.dataset, config.data_source, D.data_root(config.data_root),
+                                config.train_limit, config.test_limit, download=not config.no_download)
+    if ordered is not None:
+        D.check_sorting_ids(ordered, len(train), str(sorting_path))
+    subsample = config.remove_subsample if isinstance(config, CifarConfig) else 0
+    train_indx = D.select_training_indices(len(train), rng, ordered, config.remove_n, config.keep_lowest_n, subsample)
+    images = train.images.numpy()[train_indx]
+    labels = train.labels.numpy()[train_indx].astype(np.int64)
+    if isinstance(config, CifarConfig) and config.noise_percent_pixels:
+        images = D.add_pixel_noise(images, config.noise_percent_pixels, config.noise_std_pixels, rng,
+                                   mean=config.pixel_noise_mean, clip=config.pixel_noise_clip)
+    changed = None
+    if config.noise_percent_labels:
+        labels, positions, old, new = D.add_label_noise(labels, config.noise_percent_labels, rng)
+        changed = (train_indx[positions], old, new)
+        print(f"flipping {len(positions)} labels")
+    return TrainingSet(train_indx, images, labels, changed, test)
+
+
+def model_and_optimizer(config: Config) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    num_classes = D.NUM_CLASSES[config.dataset]
+    if isinstance(config, MnistConfig):
+        model = MnistNet(dropout=not config.no_dropout, num_classes=num_classes)
+        return model, torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
+    model = build_cifar_model(config.model, num_classes)
+    if config.optimizer == "adam":
+        return model, torch.optim.Adam(model.parameters(), lr=0.001)
+    return model, torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=0.9, nesterov=True,
+                                  weight_decay=5e-4)
+
+
+class BatchInputs:
+    """Training inputs by position, on the device.
+
+    MNIST: normalised once (then permuted; normalisation is per pixel and identical, so the order
+    does not matter). CIFAR: kept as uint8 and converted per batch, so that the crop pads with
+    black (0 before normalisation) as torchvision's RandomCrop does; Cutout after normalisation.
+    """
+
+    def __init__(self, config: Config, images: np.ndarray, device: torch.device,
+                 permutation: torch.Tensor | None, generator: torch.Generator) -> None:
+        self.config = config
+        self.generator = generator
+        if isinstance(config, MnistConfig):
+            self.mean, self.std = D.MNIST_MEAN, D.MNIST_STD
+            x = normalize(torch.from_numpy(images), self.mean, self.std).to(device)
+            self.x = x if permutation is None else permute_pixels(x, permutation)
+        else:
+            self.mean, self.std = D.CIFAR_MEAN, D.CIFAR_STD
+            self.x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+            self.mean_t = torch.tensor(self.mean, device=device).view(1, -1, 1, 1)
+            self.std_t = torch.tensor(self.std, device=device).view(1, -1, 1, 1)
+
+    def __call__(self, pos: torch.Tensor) -> torch.Tensor:
+        config = self.config
+        if isinstance(config, MnistConfig):
+            return self.x[pos]
+        x = self.x[pos].to(torch.float32) / 255.0
+        if config.data_augmentation:
+            x = random_flip(random_crop(x, 4, self.generator), self.generator)
+        x = (x - self.mean_t) / self.std_t
+        if config.cutout:
+            x = cutout(x, config.length, self.generator, config.n_holes)
+        return x
 
 
 def run_training(args: argparse.Namespace, kind: str) -> RunResult:
-    """Train one run as ``run_mnist.py`` (``kind='mnist'``) or ``run_cifar.py`` (``'cifar'``)."""
-    validate(args, kind)
-    name = save_fname(vars(args), MNIST_NAME_ARGS if kind == "mnist" else CIFAR_NAME_ARGS)
-    out_dir = Path(args.output_dir)
+    """:func:`train` for a parsed ``run_mnist.py`` (``kind='mnist'``) or ``run_cifar.py`` namespace
+    (``python -m example_forgetting.reproduce`` adds the library-only MNIST label noise to one)."""
+    config_type = MnistConfig if kind == "mnist" else CifarConfig
+    return train(resolved(config_type.from_namespace(args)))
+
+
+def train(config: Config) -> RunResult:
+    """Train and record one run of ``run_mnist.py`` or ``run_cifar.py``."""
+    validate(config)
+    name = config.save_fname
+    out_dir = Path(config.output_dir)
     stats_path = out_dir / (name + STATS_SUFFIX)
     run_dir = out_dir / "runs" / name
     ckpt_path = run_dir / ckpt.CHECKPOINT_NAME
     print(f"output folder: {out_dir} (run {name})", flush=True)
-    resumed = ckpt.prepare_output(args, stats_path, run_dir)
-    overwrite = getattr(args, "overwrite", False)
-    device = torch.device("cpu") if args.no_cuda else resolve_device(args.device)
-    quiet = getattr(args, "quiet", False)
+    resumed = ckpt.prepare_output(config, stats_path, run_dir)
+    device = torch.device("cpu") if config.no_cuda else resolve_device(config.device)
+    is_cifar = isinstance(config, CifarConfig)
 
     # Seeding in the original's order: torch (model init, dropout), then NumPy (data stream).
-    torch.manual_seed(args.seed)
+    torch.manual_seed(config.seed)
     if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(args.seed)
-    rng = np.random.RandomState(args.seed % 2**32)
+        torch.cuda.manual_seed_all(config.seed)
+    rng = np.random.RandomState(config.seed % 2**32)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
     permutation = None
-    if kind == "mnist" and args.dataset == "permuted_mnist":
-        pseed = getattr(args, "permutation_seed", None)
+    if config.dataset == "permuted_mnist":
         # Default: the first draw of torch's global RNG right after seeding, as in the original.
-        permutation = torch.randperm(28 * 28) if pseed is None else pixel_permutation(pseed, 28 * 28)
+        seed = config.permutation_seed
+        permutation = torch.randperm(28 * 28) if seed is None else pixel_permutation(seed, 28 * 28)
 
-    ordered = None
-    sorting_path = None
-    if args.sorting_file != "none":
-        sorting_path = _sorting_path(args.input_dir, args.sorting_file)
-        ordered, _ = load_sorting(sorting_path)
-
-    root = D.data_root(getattr(args, "data_root", None))
-    train, test = D.load_splits(
-        args.dataset, args.data_source, root, args.train_limit, args.test_limit,
-        download=not getattr(args, "no_download", False),
-    )
-    n_orig = len(train)
-    if ordered is not None:
-        D.check_sorting_ids(ordered, n_orig, str(sorting_path))
-    train_indx = D.select_training_indices(
-        n_orig, rng, ordered, args.remove_n, args.keep_lowest_n, getattr(args, "remove_subsample", 0)
-    )
-    images = train.images.numpy()[train_indx]
-    labels = train.labels.numpy()[train_indx].astype(np.int64)
-
-    if getattr(args, "noise_percent_pixels", 0):
-        images = D.add_pixel_noise(
-            images, args.noise_percent_pixels, args.noise_std_pixels, rng,
-            mean=getattr(args, "pixel_noise_mean", 120.0), clip=getattr(args, "pixel_noise_clip", False),
-        )
-    changed = None
-    if getattr(args, "noise_percent_labels", 0):
-        labels, positions, old, new = D.add_label_noise(labels, args.noise_percent_labels, rng)
-        changed = (train_indx[positions], old, new)
-        print(f"flipping {len(positions)} labels")
+    data = training_set(config, rng)
+    labels = data.labels
     print(f"Training on {len(labels)} examples")
-
-    num_classes = D.NUM_CLASSES[args.dataset]
-    if kind == "mnist":
-        model = MnistNet(dropout=not args.no_dropout, num_classes=num_classes)
-        optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
-        mean, std = D.MNIST_MEAN, D.MNIST_STD
-    else:
-        model = build_cifar_model(args.model, num_classes)
-        if args.optimizer == "adam":
-            optimizer = torch.optim.Adam(model.parameters(), lr=0.001)
-        else:
-            optimizer = torch.optim.SGD(
-                model.parameters(), lr=args.learning_rate, momentum=0.9, nesterov=True, weight_decay=5e-4
-            )
-        mean, std = D.CIFAR_MEAN, D.CIFAR_STD
+    model, optimizer = model_and_optimizer(config)
     model = model.to(device)
 
-    # Data on the device. MNIST: normalised once (then permuted; normalisation is per pixel and
-    # identical, so the order does not matter). CIFAR train: uint8, converted per batch so that
-    # the crop pads with black (0 before normalisation) as torchvision's RandomCrop does.
+    mean, std = (D.CIFAR_MEAN, D.CIFAR_STD) if is_cifar else (D.MNIST_MEAN, D.MNIST_STD)
     y_train = torch.from_numpy(labels).to(device)
-    x_test = normalize(test.images, mean, std).to(device)
-    y_test = test.labels.to(device)
-    if kind == "mnist":
-        x_train = normalize(torch.from_numpy(images), mean, std).to(device)
-        if permutation is not None:
-            x_train = permute_pixels(x_train, permutation)
-            x_test = permute_pixels(x_test, permutation)
-    else:
-        x_train = torch.from_numpy(np.ascontiguousarray(images)).to(device)
-    mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
-    aug_gen = make_generator(args.seed, "augment")
+    x_test = normalize(data.test.images, mean, std).to(device)
+    y_test = data.test.labels.to(device)
+    if permutation is not None:
+        x_test = permute_pixels(x_test, permutation)
+    aug_gen = make_generator(config.seed, "augment")
+    batch_inputs = BatchInputs(config, data.images, device, permutation, aug_gen)
 
-    def batch_inputs(pos: torch.Tensor) -> torch.Tensor:
-        if kind == "mnist":
-            return x_train[pos]
-        x = x_train[pos].to(torch.float32) / 255.0
-        if args.data_augmentation:
-            x = random_flip(random_crop(x, 4, aug_gen), aug_gen)
-        x = (x - mean_t) / std_t
-        if args.cutout:
-            x = cutout(x, args.length, aug_gen, args.n_holes)
-        return x
-
-    config = config_dict(args)
-    config.pop("resume", None)  # an action, not configuration: a resumed run's config.json is the same
-    config.update(save_fname=name, train_size=len(labels), device_resolved=str(device))
-    fingerprint = ckpt.data_fingerprint(train_indx, labels, images)
-    recorder = StatsRecorder(train_indx, args.epochs, device)
+    run_config = config.to_dict()
+    run_config.pop("resume", None)  # an action, not configuration: a resumed run's config.json is the same
+    run_config.update(save_fname=name, train_size=len(labels), device_resolved=str(device))
+    fingerprint = ckpt.data_fingerprint(data.train_indx, labels, data.images)
+    recorder = StatsRecorder(data.train_indx, config.epochs, device)
     n = len(labels)
-    n_batches = max(1, (n + args.batch_size - 1) // args.batch_size)
+    batch_size = config.batch_size
+    n_batches = max(1, (n + batch_size - 1) // batch_size)
     best_acc, start_epoch, start_batch, seconds_before = 0.0, 0, 0, 0.0
     perm = None
     loss_sum = torch.zeros((), device=device)
     if resumed is not None:
-        ckpt.check_compatible(resumed, config, ckpt_path)
+        ckpt.check_compatible(resumed, run_config, ckpt_path)
         ckpt.check_same_data(resumed, fingerprint, ckpt_path)
         model.load_state_dict(resumed["model"])
         optimizer.load_state_dict(resumed["optimizer"])
@@ -240,38 +237,34 @@ def run_training(args: argparse.Namespace, kind: str) -> RunResult:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     log = RunLog.create(
-        run_dir, config, overwrite=overwrite, resume=getattr(args, "resume", False),
+        run_dir, run_config, overwrite=config.overwrite, resume=config.resume,
         resume_state=(resumed["runlog"] if resumed is not None else EMPTY_STATE),
-        tensorboard=not getattr(args, "no_tensorboard", False), quiet=quiet,
+        tensorboard=not config.no_tensorboard, quiet=config.quiet,
         exists_hint="pass --overwrite to replace it, or --resume to continue it",
     )
-    if changed is not None:
-        atomic_write_text(out_dir / (name + CHANGED_LABELS_SUFFIX), D.changed_labels_text(*changed))
+    if data.changed is not None:
+        atomic_write_text(out_dir / (name + CHANGED_LABELS_SUFFIX), D.changed_labels_text(*data.changed))
 
-    result = RunResult(name, out_dir, train_indx, labels, recorder, recorder.test_acc, changed)
+    result = RunResult(name, out_dir, data.train_indx, labels, recorder, recorder.test_acc, data.changed)
     start = time.time()
 
     def save_checkpoint(epoch: int, batch: int) -> None:
         with ckpt.naming(run_dir):
-            _save_checkpoint(epoch, batch)
-
-    def _save_checkpoint(epoch: int, batch: int) -> None:
-        ckpt.save(
-            ckpt_path, config=ckpt.comparable_config(config), epoch=epoch, batch=batch,
-            perm=None if not batch else torch.from_numpy(perm.copy()), loss_sum=loss_sum.detach().cpu(),
-            model=model.state_dict(), optimizer=optimizer.state_dict(), recorder=recorder.state_dict(),
-            best_acc=best_acc, random=ckpt.random_states(rng, aug_gen), data=fingerprint,
-            runlog=log.checkpoint_state(), train_seconds=seconds_before + time.time() - start,
-        )
+            ckpt.save(
+                ckpt_path, config=ckpt.comparable_config(run_config), epoch=epoch, batch=batch,
+                perm=None if not batch else torch.from_numpy(perm.copy()), loss_sum=loss_sum.detach().cpu(),
+                model=model.state_dict(), optimizer=optimizer.state_dict(), recorder=recorder.state_dict(),
+                best_acc=best_acc, random=ckpt.random_states(rng, aug_gen), data=fingerprint,
+                runlog=log.checkpoint_state(), train_seconds=seconds_before + time.time() - start,
+            )
 
     try:
         with ckpt.DeferredStop() as stopper:
-            for epoch in range(start_epoch, args.epochs):
+            for epoch in range(start_epoch, config.epochs):
                 t0 = time.time()
-                if kind == "cifar" and args.optimizer == "sgd":
-                    lr = cifar_lr(args.learning_rate, epoch, getattr(args, "fix_lr_offbyone", False))
+                if is_cifar and config.optimizer == "sgd":
                     for group in optimizer.param_groups:
-                        group["lr"] = lr
+                        group["lr"] = cifar_lr(config.learning_rate, epoch, config.fix_lr_offbyone)
                 lr_now = optimizer.param_groups[0]["lr"]
                 model.train()
                 first = start_batch if epoch == start_epoch else 0
@@ -279,11 +272,11 @@ def run_training(args: argparse.Namespace, kind: str) -> RunResult:
                     perm = rng.permutation(np.arange(n))
                     loss_sum = torch.zeros((), device=device)
                 perm_t = torch.from_numpy(perm).to(device)
-                recorder.set_first_order(perm, min(args.batch_size, n))
+                recorder.set_first_order(perm, min(batch_size, n))
                 bar = log.progress(range(first, n_batches), desc=f"epoch {epoch}", leave=False,
                                    initial=first, total=n_batches)
                 for b in bar:
-                    pos = perm_t[b * args.batch_size : (b + 1) * args.batch_size]
+                    pos = perm_t[b * batch_size : (b + 1) * batch_size]
                     x = batch_inputs(pos)
                     y = y_train[pos]
                     optimizer.zero_grad(set_to_none=True)
@@ -294,36 +287,37 @@ def run_training(args: argparse.Namespace, kind: str) -> RunResult:
                     loss_sum += loss.detach()
                     loss.backward()
                     optimizer.step()
-                    if not quiet and b % 50 == 49 and not bar.disable:
+                    if not config.quiet and b % 50 == 49 and not bar.disable:
                         bar.set_postfix(loss=f"{loss.item():.4f}")
                     if stopper.requested and b + 1 < n_batches:
                         save_checkpoint(epoch, b + 1)
                         _stopped(ckpt_path, epoch, b + 1)
                         stopper.stop()
-                test_acc, test_loss = evaluate(model, x_test, y_test, batch_size=getattr(args, "test_batch_size", 32))
+                test_acc, test_loss = evaluate(model, x_test, y_test, batch_size=config.test_batch_size)
                 running = recorder.end_epoch(test_acc)
                 train_loss = float(loss_sum) / n_batches
                 # Outputs after every epoch, so an interrupted run leaves valid files.
                 with ckpt.naming(out_dir):
                     atomic_pickle_dump(recorder.to_dict(), stats_path)
                     atomic_write_text(out_dir / (name + BEST_ACC_SUFFIX), recorder.best_acc_text())
-                    if kind == "cifar" and test_acc > best_acc:
+                    if is_cifar and test_acc > best_acc:
                         best_acc = test_acc
                         state = {"acc": test_acc, "epoch": epoch}
-                        if getattr(args, "save_weights", False):
+                        if config.save_weights:
                             state["model"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-                        atomic_torch_save(state, out_dir / "checkpoint" / args.dataset / (name + ".t7"))
+                        atomic_torch_save(state, out_dir / "checkpoint" / config.dataset / (name + ".t7"))
                 epoch_time = time.time() - t0
                 # Wall-clock time is the row's `time` column only, so that a resumed run's rows
                 # equal an uninterrupted run's.
-                log.log({"train_acc": running[-1], "train_loss": train_loss, "test_acc": test_acc,
-                         "test_loss": test_loss, "lr": lr_now}, step=epoch)
+                log.log({"train/acc": running[-1], "train/loss": train_loss, "train/lr": lr_now,
+                         "test/acc": test_acc, "test/loss": test_loss,
+                         **{f"stats/{k}": v for k, v in recorder.epoch_summary().items()}}, step=epoch)
                 print(
-                    f"| Epoch {epoch}/{args.epochs}  train loss {train_loss:.4f} acc {running[-1]:.3f}%  "
+                    f"| Epoch {epoch}/{config.epochs}  train loss {train_loss:.4f} acc {running[-1]:.3f}%  "
                     f"| Validation loss {test_loss:.4f} Acc@1 {test_acc:.2f}%  ({epoch_time:.1f}s)",
                     flush=True,
                 )
-                if epoch + 1 < args.epochs:
+                if epoch + 1 < config.epochs:
                     save_checkpoint(epoch + 1, 0)
                     if stopper.requested:
                         _stopped(ckpt_path, epoch + 1, 0)

@@ -1,5 +1,11 @@
-"""Entry point of the `forgetting` console script (filled in by issue 14)."""
+"""Entry point of the `forgetting` console script."""
+
+from forgetting.cli import entry
 
 
 def main() -> None:
-    raise SystemExit("forgetting: not built yet")
+    entry()
+
+
+if __name__ == "__main__":
+    main()

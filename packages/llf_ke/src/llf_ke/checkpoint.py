@@ -15,11 +15,10 @@ the checkpoint removed), then the run continues from the checkpoint's state.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from forgetting_common.atomic import atomic_torch_save, atomic_write_json, atomic_write_text
@@ -27,6 +26,9 @@ from forgetting_common.errors import UserError
 from forgetting_common.runlog import RunLog
 from forgetting_common.safeload import load_checkpoint
 from forgetting_common.seeding import get_rng_state
+
+if TYPE_CHECKING:
+    from llf_ke.cli import Config
 
 RESUME_FILE = "checkpoint_last.pth"
 RESUME_KIND = "llf_ke-resume-v2"
@@ -53,19 +55,19 @@ class Generation:
         vars(self).update(state)
 
 
-def find_resume(args: argparse.Namespace, exp_dir: Path) -> tuple[dict | None, dict | None]:
+def find_resume(resume: str, exp_dir: Path) -> tuple[dict | None, dict | None]:
     """(our resume state, an original-style checkpoint to start from) for ``--resume``.
 
     Bare ``--resume`` with no checkpoint yet gives (None, None): the run restarts from nothing.
     """
-    if not args.resume:
+    if not resume:
         return None, None
-    auto = args.resume in AUTO
-    path = exp_dir / RESUME_FILE if auto else Path(args.resume)
+    auto = resume in AUTO
+    path = exp_dir / RESUME_FILE if auto else Path(resume)
     if not path.is_file() and auto:
         return None, None
     if not path.exists():
-        raise UserError(f"--resume {args.resume}: no such checkpoint file")
+        raise UserError(f"--resume {resume}: no such checkpoint file")
     state = load_checkpoint(path, what="--resume checkpoint")
     if isinstance(state, dict) and state.get("kind") == RESUME_KIND:
         return state, None
@@ -75,6 +77,34 @@ def find_resume(args: argparse.Namespace, exp_dir: Path) -> tuple[dict | None, d
         return None, state
     raise UserError(f"--resume {path}: neither a run checkpoint of this program nor a model checkpoint "
                     "(a dict with 'state_dict')")
+
+
+#: torchvision's ImageNet weights for ``--pretrained imagenet``, by --arch.
+TORCHVISION_NAMES = {"Split_ResNet18": "resnet18", "Split_ResNet18Norm": "resnet18", "Split_ResNet34": "resnet34",
+                     "Split_ResNet50": "resnet50", "Split_ResNet50Norm": "resnet50", "Split_ResNet101": "resnet101"}
+
+
+def pretrained_state(pretrained: str, arch: str) -> dict[str, torch.Tensor]:
+    """The ``--pretrained`` tensors, read before anything is written (a bad file stops the run first)."""
+    if pretrained != "imagenet":
+        return load_pretrained_state(pretrained)
+    if arch not in TORCHVISION_NAMES:
+        raise UserError(f"--pretrained imagenet: only the ResNets have ImageNet weights here, not {arch}")
+    import torchvision
+
+    tv_name = TORCHVISION_NAMES[arch]
+    try:
+        return getattr(torchvision.models, tv_name)(weights="DEFAULT").state_dict()
+    except Exception as err:  # noqa: BLE001 - a download failure of any kind
+        raise UserError(f"--pretrained imagenet: could not get torchvision's {tv_name} weights ({err})") from err
+
+
+def load_matching(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """Load the tensors whose name and shape match; return (loaded, tensors of the model)."""
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(usable, strict=False)
+    return len(usable), len(own)
 
 
 def load_pretrained_state(path_text: str) -> dict[str, torch.Tensor]:
@@ -120,18 +150,19 @@ def save_resume(exp_dir: Path, *, model, log: logging.Logger, runlog: RunLog, cs
     atomic_torch_save(state, exp_dir / RESUME_FILE)
 
 
-def generation_root(args: argparse.Namespace, exp_dir: Path) -> Path:
+def generation_root(exp_dir: Path, log_dir: str | None, exp_name: str) -> Path:
     """Where the ``gen_<g>/`` folders go (``--log-dir`` moves them, as in the original)."""
-    return Path(args.log_dir) / args.exp_name if args.log_dir else exp_dir
+    return Path(log_dir) / exp_name if log_dir else exp_dir
 
 
-def rewind_outputs(args: argparse.Namespace, exp_dir: Path, state: dict | None) -> None:
+def rewind_outputs(cfg: Config, state: dict | None) -> None:
     """Cut the run's own files back to ``state`` (None: to nothing, a clean restart).
 
     ``metrics.jsonl`` and TensorBoard are cut by ``RunLog.create(resume_state=...)``.
     """
-    log_path = exp_dir / args.log_file
-    csv_path = exp_dir / f"{args.exp_name}.csv"
+    exp_dir = Path(cfg.exp_dir)
+    log_path = exp_dir / cfg.log_file
+    csv_path = exp_dir / cfg.csv_name
     if state is None:
         log_path.unlink(missing_ok=True)
         csv_path.unlink(missing_ok=True)
@@ -147,7 +178,7 @@ def rewind_outputs(args: argparse.Namespace, exp_dir: Path, state: dict | None) 
             atomic_write_text(csv_path, state["csv"])
         atomic_write_json(exp_dir / "summary.json", state["summary"])
         keep_up_to = state["generation"]
-    root = generation_root(args, exp_dir)
+    root = generation_root(exp_dir, cfg.log_dir, cfg.exp_name)
     for folder in {exp_dir, root}:  # temporary files of atomic writes cut short by the kill
         for tmp in folder.rglob(".*.tmp") if folder.is_dir() else ():
             tmp.unlink(missing_ok=True)

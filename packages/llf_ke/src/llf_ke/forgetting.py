@@ -1,8 +1,16 @@
-"""What happens at a generation boundary: the LLF mask override, re-initialisation, BN reset, freezing."""
+"""The paper's method: what happens at a generation boundary.
+
+Later-layer forgetting (LLF) sets the masks of everything from ``--reset_layer_name`` on to 0
+(:func:`apply_llf_masks`, once, before generation 0); Knowledge Evolution keeps its KELS/WELS
+masks. At every generation >= 1, :func:`forget` re-initialises the weights under mask 0
+(the reset hypothesis), optionally resets BatchNorm and freezes layers.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from forgetting_common.errors import UserError
@@ -10,6 +18,9 @@ from forgetting_common.masks import apply_reinit, apply_zero
 from torch import nn
 
 from llf_ke.layers import split_modules
+
+if TYPE_CHECKING:
+    from llf_ke.cli import Config
 
 #: Names that freezing never touches (the classifier stays trainable).
 NEVER_FROZEN = ("fc", "classifier.3", "classifier.6")
@@ -41,11 +52,17 @@ def apply_llf_masks(model: nn.Module, layer_name: str, reverse: bool = False) ->
     for name, param in model.named_parameters():
         if "mask" in name:
             param.fill_(0.0 if flags[name] else 1.0)
+    zeros, total = reset_counts(model)
+    return 100.0 * zeros / max(total, 1)
+
+
+def reset_counts(model: nn.Module) -> tuple[int, int]:
+    """(masked weights in the reset hypothesis, all masked weights) over every split layer."""
     zeros = total = 0
     for _, module in split_modules(model):
         total += module.mask.numel()
         zeros += int((module.mask == 0).sum())
-    return 100.0 * zeros / max(total, 1)
+    return zeros, total
 
 
 def weight_masks(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -114,3 +131,32 @@ def freeze(model: nn.Module, layer_name: str, reverse_freeze: bool = False) -> l
     if not found:
         raise UserError(f"--reset_layer_name {layer_name!r} matches no parameter of this network")
     return frozen
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    """What :func:`forget` did, for the log."""
+
+    reinitialised: int  # masked weights re-initialised
+    masked: int  # all masked weights
+    frozen: int  # parameter tensors frozen (masks not counted)
+
+
+def forget(model: nn.Module, cfg: Config) -> Forgotten:
+    """The start of a generation >= 1: re-initialise the reset hypothesis; with ``--reset_bn``
+    reset every BatchNorm; with ``--freeze_non_reset`` freeze layers (``--reverse_freeze``).
+
+    ``--fix_seed``: the reset values come from a generator seeded with ``--seed`` each time,
+    so every generation draws the same values on any device.
+    """
+    generator = torch.Generator().manual_seed(cfg.seed) if cfg.fix_seed else None
+    split_reinitialize(model, evolve_mode=cfg.evolve_mode, split_rate=cfg.split_rate,
+                       reset_hypothesis=cfg.reset_hypothesis, generator=generator)
+    zeros, total = reset_counts(model)
+    if cfg.reset_bn:
+        reset_batchnorm(model)
+    frozen = []
+    if cfg.freeze_non_reset and cfg.reset_layer_name:
+        frozen = [n for n in freeze(model, cfg.reset_layer_name, cfg.reverse_freeze) if "mask" not in n]
+    model.zero_grad(set_to_none=True)
+    return Forgotten(reinitialised=zeros, masked=total, frozen=len(frozen))

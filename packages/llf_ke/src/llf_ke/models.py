@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from llf_ke.layers import BN_TYPES, CONV_TYPES, LINEAR_TYPES, SplitConv, SplitLinear
+from llf_ke.layers import BN_TYPES, CONV_TYPES, LINEAR_TYPES
 
 
 @dataclass(frozen=True)
@@ -221,12 +221,3 @@ def build_model(arch: str, num_classes: int, builder: Builder) -> nn.Module:
         return VGG11(builder, num_classes, batch_norm=arch == "vgg11_bn")
     raise ValueError(f"unknown architecture {arch!r}")
 
-
-def masked_elements(model: nn.Module) -> tuple[int, int]:
-    """(entries with mask 0, all masked entries) over every split layer."""
-    zeros = total = 0
-    for m in model.modules():
-        if isinstance(m, SplitConv | SplitLinear):
-            total += m.mask.numel()
-            zeros += int((m.mask == 0).sum())
-    return zeros, total

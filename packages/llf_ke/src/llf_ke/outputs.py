@@ -1,13 +1,22 @@
-"""The original's CSV and log file, written safely."""
+"""The original's run-folder files, written safely: the CSV, ``train_log.txt``, the
+per-generation ``gen_<g>/<random>/<NNNN>_g<gpu>/`` folders with ``settings.txt`` and the
+``--save_model`` state files."""
 
 from __future__ import annotations
 
+import argparse
 import logging
+import os
+import random
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from forgetting_common.atomic import atomic_write_text
+from forgetting_common.atomic import atomic_torch_save, atomic_write_text
+
+if TYPE_CHECKING:
+    from llf_ke.cli import Config
 
 CSV_HEADER = ("Date Finished, Name, Split Rate, Bias Split Rate, Current Val Top 1, Current Val Top 5, "
               "Best Val Top 1, Best Val Top 5, Current Tst Top 1, Current Tst Top 5, Best Tst Top 1, "
@@ -61,3 +70,39 @@ def close_logger() -> None:
     for handler in list(logger.handlers):
         handler.close()
         logger.removeHandler(handler)
+
+
+def new_run_dir(root: Path, generation: int, gpu: int) -> Path:
+    """``<root>/gen_<g>/<random 0..10^6>/<NNNN>_g<gpu>/``, named as the original named them
+    (the random folder draws from Python's global RNG, as the original did)."""
+    base = root / f"gen_{generation}" / str(random.randint(0, 1000000))
+    base.mkdir(parents=True, exist_ok=True)
+    index = 0
+    while (base / f"{index:04d}_g{gpu}").exists():
+        index += 1
+    path = base / f"{index:04d}_g{gpu}"
+    path.mkdir()
+    return path
+
+
+def write_settings(run_dir: Path, cfg: Config) -> None:
+    """``settings.txt``: the configuration printed as the original printed its argparse Namespace."""
+    atomic_write_text(run_dir / "settings.txt", str(argparse.Namespace(**cfg.as_dict())) + "\n")
+
+
+def save_model_files(run_dir: Path, state: dict[str, Any], *, epoch: int, epochs: int, save_every: int,
+                     is_best: bool) -> None:
+    """``--save_model``: ``epoch_<e>.state`` at the last epoch (and every ``--save_every``),
+    ``model_best.pth`` on a new best validation top-1."""
+    ckpt = run_dir / "checkpoints"
+    written = None
+    if epoch == epochs - 1 or (save_every > 0 and (epoch + 1) % save_every == 0):
+        written = atomic_torch_save(state, ckpt / f"epoch_{epoch}.state")
+    if is_best:
+        if written is not None:  # the same bytes: link instead of serialising twice
+            tmp = ckpt / ".model_best.pth.link"
+            tmp.unlink(missing_ok=True)
+            os.link(written, tmp)
+            os.replace(tmp, ckpt / "model_best.pth")
+        else:
+            atomic_torch_save(state, ckpt / "model_best.pth")

@@ -89,7 +89,6 @@ def _export_digits(target, images, labels, rng, counts, train_per_class, val_per
 
 def export_cifar10_jpeg(src: str | Path | None, dst: str | Path, train_per_class: int = 20, val_per_class: int = 20,
                         test_per_class: int | None = None, seed: int = 0) -> dict[str, int]:
-
     root = resolve_root(src, "../shared/data")
     zpath = root / "cifar10-jpeg" / "cifar10-jpeg.zip"
     if not zpath.is_file():

@@ -24,6 +24,8 @@ from forgetting_common.runlog import EMPTY_STATE
 from forgetting_common.safeload import load_checkpoint
 from forgetting_common.seeding import get_rng_state
 
+from lure.cli import Config
+
 RESUME_FILE = "anytime_state.pth.tar"
 #: Bumped whenever the resume file's content changes; an older file is refused in one line.
 FORMAT = 2
@@ -31,30 +33,30 @@ PHASE_EPOCH = "epoch"  # state ``k`` is under way: ``epochs_done`` epochs of it 
 PHASE_STATE = "state"  # state ``k`` is finished (its best model selected and tested)
 
 
-def check_outputs(args, save_dir: Path) -> None:
+def check_outputs(cfg: Config, save_dir: Path) -> None:
     """A folder holding a run is refused unless ``--resume`` or ``--overwrite`` says what to do."""
     held = [name for name in ("results.json", RESUME_FILE) if (save_dir / name).exists()]
-    if held and not args.resume and not args.overwrite:
+    if held and not cfg.resume and not cfg.overwrite:
         raise UserError(
             f"--save_dir {save_dir} already holds a run ({', '.join(held)}); pass --resume to continue it, "
             f"--overwrite to replace it, or choose another folder")
 
 
-def resume_path(args, save_dir: Path) -> Path:
-    return Path(args.checkpoint) if args.checkpoint else save_dir / RESUME_FILE
+def resume_path(cfg: Config, save_dir: Path) -> Path:
+    return Path(cfg.checkpoint) if cfg.checkpoint else save_dir / RESUME_FILE
 
 
-def load_resume(args, save_dir: Path) -> dict | None:
+def load_resume(cfg: Config, save_dir: Path) -> dict | None:
     """The resume file's content, or None when the run starts from the beginning.
 
     ``--resume`` on a folder with no resume file yet (a run killed before its first epoch
     ended) restarts cleanly, with a note; an explicit ``--checkpoint`` that is missing, a file
     that is not our resume file, and a finished run are one-line errors.
     """
-    if not args.resume:
+    if not cfg.resume:
         return None
-    path = resume_path(args, save_dir)
-    if not path.exists() and not args.checkpoint:
+    path = resume_path(cfg, save_dir)
+    if not path.exists() and not cfg.checkpoint:
         print(f"note: --resume: no checkpoint in {save_dir} yet ({RESUME_FILE}); starting from the beginning",
               flush=True)
         return None
@@ -65,7 +67,7 @@ def load_resume(args, save_dir: Path) -> dict | None:
             f"LURE_main.py/ALMA.py; the original's {{k}}checkpoint.pth.tar files cannot be resumed)")
     if state.get("finished"):
         raise UserError(f"--resume: the run in {save_dir} is already finished; pass --overwrite to run it again")
-    _check_same_flags(args, state["results"].get("config", {}), path)
+    _check_same_flags(cfg, state["results"].get("config", {}), path)
     return state
 
 
@@ -78,9 +80,9 @@ _FREE_FLAGS = frozenset({"resume", "checkpoint", "overwrite", "quiet", "device",
 _SINGLE_DASH = frozenset({"no_replay", "one_replay", "buffer_replay", "snip_no_replay", "few_shot", "wb"})
 
 
-def _check_same_flags(args, before: dict, path: Path) -> None:
+def _check_same_flags(cfg: Config, before: dict, path: Path) -> None:
     """A resumed run must compute what the interrupted one would have: the same flags (one line if not)."""
-    now = vars(args)
+    now = cfg.original()
     for key in sorted(set(before) & set(now) - _FREE_FLAGS):
         if key == "seed" and now[key] is None:
             continue  # the seed comes from the checkpoint
@@ -90,9 +92,9 @@ def _check_same_flags(args, before: dict, path: Path) -> None:
                             f"resume with the same flags")
 
 
-def runlog_resume_state(args, state: dict | None) -> dict | None:
+def runlog_resume_state(cfg: Config, state: dict | None) -> dict | None:
     """What ``RunLog.create`` cuts the logs back to: the checkpoint's, or nothing on a restart."""
-    if not args.resume:
+    if not cfg.resume:
         return None
     return state["runlog"] if state is not None else EMPTY_STATE
 
@@ -107,12 +109,12 @@ def _copy(sd: dict) -> dict:
     return {k: v.detach().clone().cpu() for k, v in sd.items()}
 
 
-def save(ctx, phase: str, k: int, progress, plan, results: dict, finished: bool = False) -> Path:
+def save(ctx, phase: str, k: int, progress, results: dict, finished: bool = False) -> Path:
     """Write the resume file atomically (call after the epoch's or the state's outputs and log rows)."""
     state = {
         "format": FORMAT, "phase": phase, "state": k, "finished": finished, "seed": ctx.seed,
         "model": _copy(ctx.model.state_dict()), "optimizer": ctx.optimizer.state_dict(),
-        "plan": plan.state_dict(), "generators": ctx.gens.state_dict(), "rng": get_rng_state(),
+        "plan": ctx.plan.state_dict(), "generators": ctx.gens.state_dict(), "rng": get_rng_state(),
         "results": results, "runlog": ctx.log.checkpoint_state(),
         "progress": progress.state_dict() if progress is not None and phase == PHASE_EPOCH else None,
     }

@@ -1,10 +1,18 @@
-"""Command lines of ``LURE_main.py`` and ``ALMA.py``: every original flag with its spelling, plus extensions."""
+"""Command lines of ``LURE_main.py`` and ``ALMA.py``: every original flag with its spelling, plus extensions.
+
+The flags are parsed once, here, into a frozen :class:`Config`; the rest of the package reads
+that. :meth:`Config.original` gives the configuration under the original dest names, in the
+parser's order, as ``--print_config`` prints it and ``config.json`` records it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from forgetting_common.cli import (
     OneLineErrorParser,
@@ -19,8 +27,9 @@ from forgetting_common.cli import (
 from forgetting_common.data import resolve_root
 from forgetting_common.errors import UserError
 
-from lure.data import DATASETS
+from lure.data import DATASETS, DataSpec
 from lure.models import ARCHS
+from lure.replay import replay_mode
 
 
 def build_parser(alma: bool = False) -> argparse.ArgumentParser:
@@ -136,6 +145,125 @@ def build_parser(alma: bool = False) -> argparse.ArgumentParser:
     return p
 
 
+#: What ALMA.py fixes, in the order its configuration lists them (after its own flags): it has none of
+#: the LURE interventions and never decays the LR (gamma 1, unless --alma_gamma).
+ALMA_FIXED = {
+    "use_snip": False, "use_randinit": False, "use_llf": False, "use_fc": False, "use_shrink_perturb": False,
+    "snip_on_new_chunk": False, "snip_train_mode": False, "snip_skip_norm": False,
+    "no_epoch_test": True,  # ALMA.py evaluates the test set only at the end of each state
+    "llf_by_stage": False, "shrink": 0.3, "perturb": 0.001, "fc_layer_name": "linear",
+    "snip_examples": None, "snip_batches": None,
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every flag of ``LURE_main.py`` / ``ALMA.py``, parsed once (fields in the parser's order)."""
+
+    alma: bool  # which script: ALMA.py (warm start, no interventions) or LURE_main.py
+    # dataset and architecture (original)
+    data: str | None
+    dataset: str
+    meta_batch_size: int
+    meta_batch_number: int
+    arch: str
+    imagenet_arch: bool
+    imagenet_path: str
+    # general (original)
+    seed: int | None
+    gpu: int
+    workers: int
+    resume: bool
+    checkpoint: str | None
+    save_dir: str | None
+    no_replay: bool
+    one_replay: bool
+    buffer_replay: bool
+    buffer_size_train: int
+    buffer_size_val: int
+    snip_no_replay: bool
+    few_shot: bool
+    n_shots: int
+    # training (original)
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    gamma: float
+    epochs: int
+    warmup: int
+    print_freq: int
+    decreasing_lr: str
+    # unlearning and baselines (original)
+    snip_size: float
+    sparsity_level: float
+    use_snip: bool
+    use_randinit: bool
+    use_llf: bool
+    use_fc: bool
+    use_shrink_perturb: bool
+    shrink: float
+    perturb: float
+    # logging (original; --log-dir is the README's)
+    wb: bool
+    project_name: str
+    run: str
+    log_dir: str | None
+    # extensions
+    device: str
+    print_config: bool
+    quiet: bool
+    data_source: str
+    test_limit: int | None
+    image_size: int | None
+    val_offset: int | None
+    order_seed: int
+    clean_val: bool
+    state_lr: float
+    reset_optimizer: bool
+    save_start_weights: bool
+    corruption_eval: bool
+    overwrite: bool
+    snip_examples: int | None
+    snip_batches: int | None
+    snip_on_new_chunk: bool
+    snip_train_mode: bool
+    snip_skip_norm: bool
+    llf_by_stage: bool
+    fc_layer_name: str
+    no_epoch_test: bool
+    # one script's flags only: the other script's Config holds these placeholders, never shown
+    weight_pruning: bool = False
+    tickets_mask: str | None = None
+    tickets_init: str | None = None
+    pruner: str = "snip"
+    scope: str = "global"
+    alma_gamma: float | None = None
+
+    @property
+    def prog(self) -> str:
+        return "ALMA.py" if self.alma else "LURE_main.py"
+
+    @property
+    def milestones(self) -> list[int]:
+        return parse_milestones(self.decreasing_lr)
+
+    def data_spec(self) -> DataSpec:
+        return DataSpec(**{f.name: getattr(self, f.name) for f in dataclasses.fields(DataSpec)})
+
+    def original(self) -> dict:
+        """The flags under their original dest names, in the order the script's own parser defines them."""
+        values = dataclasses.asdict(self)
+        names = [*_dests(self.alma), *(("gamma", *ALMA_FIXED) if self.alma else ())]
+        return {name: values[name] for name in names}
+
+
+@functools.cache
+def _dests(alma: bool) -> tuple[str, ...]:
+    """The script's own flags (argparse destinations), in the parser's order."""
+    return tuple(vars(build_parser(alma).parse_args([])))
+
+
 def parse_milestones(text: str) -> list[int]:
     try:
         values = [int(v) for v in str(text).split(",") if v.strip() != ""]
@@ -146,46 +274,41 @@ def parse_milestones(text: str) -> list[int]:
     return values
 
 
-def parse_args(argv: Sequence[str] | None = None, alma: bool = False) -> argparse.Namespace:
-    args = build_parser(alma).parse_args(argv)
-    args.alma = alma
+def parse_args(argv: Sequence[str] | None = None, alma: bool = False) -> Config:
+    values = vars(build_parser(alma).parse_args(argv))
     if alma:
-        # ALMA.py has none of the LURE interventions and never decays the LR (gamma 1).
-        args.gamma = 1.0 if args.alma_gamma is None else args.alma_gamma
-        for flag in ("use_snip", "use_randinit", "use_llf", "use_fc", "use_shrink_perturb", "snip_on_new_chunk",
-                     "snip_train_mode", "snip_skip_norm", "no_epoch_test", "llf_by_stage"):
-            setattr(args, flag, False)
-        args.no_epoch_test = True  # ALMA.py evaluates the test set only at the end of each state
-        args.shrink, args.perturb, args.fc_layer_name = 0.3, 0.001, "linear"
-        args.snip_examples = args.snip_batches = None
-    return args
+        values.update(ALMA_FIXED, gamma=1.0 if values["alma_gamma"] is None else values["alma_gamma"])
+    return Config(alma=alma, **values)
 
 
-def resolved_config(args: argparse.Namespace) -> dict:
+def resolved_config(cfg: Config) -> dict:
     """The configuration as printed by ``--print_config``: original dest names, resolved data root."""
-    out = dict(vars(args))
-    out["data"] = str(resolve_root(args.data, "../data"))
-    out.pop("alma", None)
-    return out
+    return {**cfg.original(), "data": str(resolve_root(cfg.data, "../data"))}
 
 
-def validate(args: argparse.Namespace) -> None:
+def validate(cfg: Config) -> None:
     """Flag-level checks that need no data (one line and exit 2 on failure)."""
-    from lure.data import replay_mode
-
-    if not args.save_dir:
+    if not cfg.save_dir:
         raise UserError("--save_dir is required: the folder for checkpoints and results (the original crashed without it)")
-    if os.path.exists(args.save_dir) and not os.path.isdir(args.save_dir):
-        raise UserError(f"--save_dir {args.save_dir} exists and is not a folder")
-    parse_milestones(args.decreasing_lr)
-    replay_mode(args)
-    if args.lr <= 0 or args.state_lr <= 0:
+    if os.path.exists(cfg.save_dir) and not os.path.isdir(cfg.save_dir):
+        raise UserError(f"--save_dir {cfg.save_dir} exists and is not a folder")
+    parse_milestones(cfg.decreasing_lr)
+    replay_mode(cfg)
+    if cfg.lr <= 0 or cfg.state_lr <= 0:
         raise UserError("--lr and --state_lr must be positive")
-    if args.gamma <= 0:
+    if cfg.gamma <= 0:
         raise UserError("--gamma must be positive")
-    if args.arch == "mnistnet" and args.dataset not in ("mnist", "mnist5k"):
-        raise UserError(f"--arch mnistnet is for 1-channel 28x28 digits (--dataset mnist or mnist5k), not {args.dataset}")
+    if cfg.arch == "mnistnet" and cfg.dataset not in ("mnist", "mnist5k"):
+        raise UserError(f"--arch mnistnet is for 1-channel 28x28 digits (--dataset mnist or mnist5k), not {cfg.dataset}")
 
 
-def print_config_and_exit(args: argparse.Namespace) -> bool:
-    return maybe_print_config({**resolved_config(args), "print_config": True}) if args.print_config else False
+def main(argv: Sequence[str] | None = None, alma: bool = False) -> dict | None:
+    """``LURE_main.py`` / ``ALMA.py``: parse the original flags and run; ``--print_config`` prints and returns."""
+    cfg = parse_args(argv, alma=alma)
+    if cfg.print_config:
+        maybe_print_config({**resolved_config(cfg), "print_config": True})
+        return None
+    validate(cfg)
+    from lure.train import run_anytime  # here, not at the top: train imports this module
+
+    return run_anytime(cfg)

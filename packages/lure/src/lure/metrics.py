@@ -1,15 +1,45 @@
-"""Calibration and error metrics: ECE (15 equal-width bins), NLL, Brier, the cumulative error."""
+"""Evaluating a model: predictions over a source, accuracy, calibration (ECE, NLL, Brier), the cumulative error."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+
+@torch.no_grad()
+def predict(model: nn.Module, source, ids: torch.Tensor | None, batch_size: int,
+            augment=None, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels of ``ids`` of ``source`` (all of it when ``ids`` is None), in eval mode."""
+    model.eval()
+    n = len(source) if ids is None else len(ids)
+    outs, labels = [], []
+    for start in range(0, n, batch_size):
+        idx = torch.arange(start, min(n, start + batch_size)) if ids is None else ids[start:start + batch_size]
+        x, y = source.fetch(idx)
+        if augment is not None:
+            x = augment(x, generator)
+        outs.append(model(x).float())
+        labels.append(y)
+    if not outs:
+        return torch.zeros(0, 1), torch.zeros(0, dtype=torch.int64)
+    return torch.cat(outs), torch.cat(labels)
+
+
+def accuracy_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """Accuracy (%) and mean cross-entropy; ``(0, 0)`` for an empty set."""
+    if len(labels) == 0:
+        return 0.0, 0.0
+    acc = 100.0 * float((logits.argmax(1) == labels).float().mean())
+    return acc, float(F.cross_entropy(logits, labels))
 
 
 def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> float:
     """``Σ_b |B_b|/n · |acc(B_b) − conf(B_b)|`` over equal-width bins of the max-softmax confidence.
 
     Bin ``b`` holds confidences in ``(b/n_bins, (b+1)/n_bins]`` (the first bin also holds 0).
+    Hand-written: torchmetrics (the original's pinned but unused dependency) is not in this
+    workspace, and neither scipy nor scikit-learn has an ECE.
     """
     if probs.numel() == 0:
         return 0.0

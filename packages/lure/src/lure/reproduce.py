@@ -19,7 +19,7 @@ from forgetting_common.cli import OneLineErrorParser, positive_int
 from forgetting_common.data import resolve_root
 from forgetting_common.errors import UserError
 
-from lure.main import main as script_main
+from lure.cli import main as script_main
 
 METHODS = {
     "lure": ("LURE (SNIP 20%, gamma 0.1)", False, ["--use_snip", "--snip_size", "0.2", "--gamma", "0.1"]),

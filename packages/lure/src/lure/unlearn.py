@@ -8,6 +8,9 @@
 * :func:`reinit_masked`: forgotten entries of every parameter whose name contains ``weight``
   get fresh values; biases are never changed, kept entries keep their exact values.
 * :func:`llf_reset`, :func:`fc_reset`, :func:`shrink_perturb`: the baselines.
+* :func:`snip_ids`, :func:`apply_interventions`: which examples SNIP scores, and the whole step
+  at the start of every state ``k >= 2`` of ``LURE_main.py``, in the original's order (SNIP
+  unlearning, later-layer forgetting, classifier reset, shrink and perturb).
 
 Masks are keep-masks (``True`` keeps), as in :mod:`forgetting_common.masks`, which performs the
 re-initialisation (:func:`forgetting_common.masks.apply_reinit`).
@@ -21,10 +24,15 @@ from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
+from forgetting_common.atomic import atomic_torch_save
 from forgetting_common.masks import apply_reinit, full_masks, named_tensors
+from forgetting_common.seeding import Generators
 from torch import nn
 
+from lure.replay import chunk_ids
+
 Masks = dict[str, torch.Tensor]
+SNIP_BATCH = 100
 
 
 @torch.no_grad()
@@ -198,3 +206,79 @@ def shrink_perturb(model: nn.Module, shrink: float = 0.3, perturb: float = 0.001
     """Ash & Adams: ``θ ← shrink·θ + perturb·θ_fresh`` for every parameter, biases included."""
     for _, param in model.named_parameters():
         param.mul_(shrink).add_(fresh_like(param, generator), alpha=perturb)
+
+
+# --------------------------------------------------------------------------- the step at a new state
+def snip_ids(cfg, k: int, train_list: list[int]) -> list[int]:
+    """The SNIP examples of state ``k`` (``cfg`` a :class:`lure.cli.Config`), as the original picks them (spec section 5)."""
+    chunk_train, _ = chunk_ids(k, cfg.meta_batch_size, 0)
+    scaled = int(math.floor(cfg.meta_batch_size * cfg.snip_size + 1e-9))
+    if cfg.dataset == "cifar100":
+        source, n = train_list, scaled
+    elif cfg.snip_no_replay:
+        source, n = chunk_train, scaled
+    elif cfg.dataset == "restricted_imagenet":
+        source, n = train_list, scaled
+    else:  # CIFAR-10 (and MNIST): a hard-coded 128 examples from the start of the state's list
+        source, n = train_list, 128
+    if cfg.snip_on_new_chunk:
+        source = chunk_train
+    if cfg.snip_examples is not None:
+        n = cfg.snip_examples
+    if n > len(source):
+        warnings.warn(f"SNIP wants {n} examples but only {len(source)} are available at state {k}; using "
+                      f"{len(source)}", stacklevel=2)
+        n = len(source)
+    return source[:n]
+
+
+def snip_batches_used(n_examples: int, override: int | None) -> int:
+    """The original scores only ceil(#batches / 32) batches of 100 (one batch in every README setting)."""
+    total = math.ceil(n_examples / SNIP_BATCH)
+    used = override if override is not None else math.ceil(total / 32)
+    return max(0, min(total, used))
+
+
+def _say(*parts: object) -> None:
+    print(*parts, flush=True)
+
+
+def apply_interventions(cfg, k: int, train_list: list[int], *, model: nn.Module, data, gens: Generators,
+                        save_dir) -> tuple[bool, dict]:
+    """The unlearning step and the baselines at state ``k``, in the original's order.
+
+    ``data`` is the run's :class:`lure.data.AnytimeData`; the SNIP mask goes to
+    ``save_dir/snip_mask_{k-1}.pth``. Returns whether anything changed and what to record.
+    """
+    changed, info = False, {}
+    model.eval()  # as in the original: still in eval mode from the end-of-state evaluation (also after --resume)
+    if cfg.use_snip:
+        ids = snip_ids(cfg, k, train_list)
+        used = snip_batches_used(len(ids), cfg.snip_batches)
+        ids_t = torch.tensor(ids[: used * SNIP_BATCH], dtype=torch.long)
+        batches = []
+        for start in range(0, len(ids_t), SNIP_BATCH):
+            x, y = data.pool.fetch(ids_t[start:start + SNIP_BATCH])
+            batches.append((data.augment(x, gens["snip"]), y))
+        saliency = snip_saliency(model, batches, train_mode=cfg.snip_train_mode)
+        masks, threshold = snip_mask(saliency, cfg.snip_size)
+        touched = reinit_masked(model, masks, generator=gens["mask"], skip_norm=cfg.snip_skip_norm)
+        atomic_torch_save(mask_state_dict(model, masks), save_dir / f"snip_mask_{k - 1}.pth")
+        frac = forgotten_fraction(masks)
+        reinit_n = sum(int((~masks[n]).sum()) for n in touched)
+        info.update(snip_examples=len(ids_t), snip_threshold=threshold, mask_fraction=frac, reinitialised=reinit_n)
+        _say(f"SNIP: {len(ids_t)} examples, threshold {threshold:.3e}, {100 * frac:.2f}% of parameters masked, "
+             f"{reinit_n} weights re-initialised")
+        changed = True
+    if cfg.use_llf:
+        info["llf_reset"] = llf_reset(model, generator=gens["mask"], by_stage=cfg.llf_by_stage)
+        _say(f"LLF: re-initialised {len(info['llf_reset'])} weight tensors")
+        changed = True
+    if cfg.use_fc:
+        info["fc_reset"] = fc_reset(model, cfg.fc_layer_name, generator=gens["mask"])
+        changed = changed or bool(info["fc_reset"])
+    if cfg.use_shrink_perturb:
+        shrink_perturb(model, cfg.shrink, cfg.perturb, generator=gens["mask"])
+        _say(f"Shrink & perturb: shrink {cfg.shrink}, perturb {cfg.perturb}")
+        changed = True
+    return changed, info

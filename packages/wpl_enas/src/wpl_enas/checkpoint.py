@@ -25,11 +25,14 @@ from forgetting_common.errors import UserError
 from forgetting_common.safeload import load_checkpoint
 from forgetting_common.seeding import get_rng_state, set_rng_state
 
+from wpl_enas.cli import Config
+
 logger = logging.getLogger("wpl_enas")
 
 CKPT_RE = re.compile(r"^(shared|controller)_epoch(\d+)_step(\d+)\.pth$")
 RESUME_FILE = "checkpoint.pth"
 FORMAT = 1
+RUN_MARKERS = ("params.json", "forgetting.jsonl", "metrics.jsonl", "config.json", RESUME_FILE)
 
 
 def find_checkpoint(model_dir: Path) -> tuple[int, int, int] | None:
@@ -56,7 +59,7 @@ def save_pair(trainer) -> None:
     logger.info("saved %s and %s", shared_path.name, ctrl_path.name)
     epochs = sorted({int(CKPT_RE.match(Path(p).name).group(2)) for p in glob.glob(str(model_dir / "*.pth"))
                      if CKPT_RE.match(Path(p).name)})
-    for old in epochs[:-trainer.args.max_save_num]:
+    for old in epochs[:-trainer.config.max_save_num]:
         for p in model_dir.glob(f"*_epoch{old}_step*.pth"):
             p.unlink(missing_ok=True)
 
@@ -84,8 +87,8 @@ def load_pair(trainer, load_shared: bool = True) -> int:
     trainer.epoch = epoch
     trainer.start_epoch = epoch + 1
     trainer.shared_step, trainer.controller_step = s_step, c_step
-    trainer.wpl_on = epoch + 1 > trainer.args.start_using_fisher
-    if epoch >= trainer.args.shared_decay_after:
+    trainer.wpl_on = epoch + 1 > trainer.config.start_using_fisher
+    if epoch >= trainer.config.shared_decay_after:
         trainer.set_shared_lr(trainer.shared_lr_at(epoch))
     logger.info("[*] loaded epoch %d (shared step %d, controller step %d); resuming at epoch %d",
                 epoch, s_step, c_step, epoch + 1)
@@ -171,3 +174,44 @@ def restore(trainer, state: dict, load_shared: bool = True) -> int:
     logger.info("[*] resumed from %s after epoch %d (shared step %d, controller step %d); continuing at epoch %d",
                 RESUME_FILE, trainer.epoch, trainer.shared_step, trainer.controller_step, trainer.start_epoch)
     return trainer.epoch
+
+
+# -- how a run starts -----------------------------------------------------------------------
+def has_run(model_dir: Path) -> bool:
+    return model_dir.is_dir() and (any((model_dir / m).exists() for m in RUN_MARKERS) or any(model_dir.glob("*.pth")))
+
+
+def plan_start(cfg: Config, model_dir: Path) -> tuple[bool, dict | None, bool]:
+    """How the run starts: (load the original's pair, resume checkpoint state, restart a folder)."""
+    if cfg.mode in ("derive", "test"):
+        if cfg.load_path and not model_dir.is_dir():
+            raise UserError(f"--load_path={cfg.load_path}: run folder {model_dir} does not exist")
+        if (cfg.load_path or cfg.resume) and find_checkpoint(model_dir) is not None:
+            return True, None, False
+        raise UserError(f"--mode={cfg.mode} needs --load_path=<run folder> holding a checkpoint pair "
+                        "shared_epochE_stepS.pth / controller_epochE_stepC.pth")
+    if cfg.load_path:  # the original's way to continue a run
+        if not model_dir.is_dir():
+            raise UserError(f"--load_path={cfg.load_path}: run folder {model_dir} does not exist")
+        state = read_resume(model_dir)
+        if state is not None:
+            return False, state, False
+        if find_checkpoint(model_dir) is None:
+            raise UserError(f"--load_path={cfg.load_path}: {model_dir} holds neither {RESUME_FILE} "
+                            "nor a checkpoint pair shared_epochE_stepS.pth / controller_epochE_stepC.pth")
+        logger.warning("%s holds no %s: continuing from the newest weight pair (optimiser, RNG and Fisher "
+                       "state start afresh, logs are appended)", model_dir, RESUME_FILE)
+        return True, None, False
+    if not has_run(model_dir):
+        if cfg.resume:
+            logger.info("--resume=True and no earlier run in %s: starting a new run", model_dir)
+        return False, None, False
+    if not cfg.resume:
+        raise UserError(f"run folder {model_dir} already holds a run; pass --resume=True to continue it, "
+                        "or choose another --comment")
+    state = read_resume(model_dir)
+    if state is None:
+        logger.warning("--resume=True but %s holds no %s (stopped before its first epoch ended): starting it "
+                       "again from epoch 0", model_dir, RESUME_FILE)
+        return False, None, True
+    return False, state, False

@@ -57,7 +57,7 @@ def rnn_leaves(dag: dict[int, list[Node]], num_blocks: int) -> list[int]:
 def dag_to_keys(dag, num_blocks: int | None = None) -> list[str]:
     """WPL keys of an architecture: ``i-j-h``/``i-j-c`` per RNN edge, ``src-tgt-op`` per CNN edge."""
     if isinstance(dag, MicroArchi):
-        raise TypeError("use micro_keys for a MicroArchi (keys differ per cell type)")
+        raise TypeError("use cell_keys per cell of a MicroArchi (keys differ per cell type)")
     if num_blocks is None:
         num_blocks = max(dag) if dag else 0
     keys = []

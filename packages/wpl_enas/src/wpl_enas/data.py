@@ -1,4 +1,5 @@
-"""Datasets of the search: text corpora (PTB layout), CIFAR-10 and custom image folders.
+"""Datasets of the search: text corpora (PTB layout), CIFAR-10 and custom image folders; and the
+small classification sets of ``two_models.py``.
 
 Text: ``{data_dir}/{dataset}/{train,valid,test}.txt`` (spec §5.1), read with
 ``forgetting_common.data.Corpus`` and cut into columns with ``batchify``.
@@ -20,7 +21,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from forgetting_common.data import DATA_ENV, Corpus, DatasetError, batchify, load_cifar
+from forgetting_common.data import (
+    DATA_ENV,
+    Corpus,
+    DatasetError,
+    batchify,
+    load_cifar,
+    load_mnist,
+    resolve_root,
+)
 from forgetting_common.data.cifar import IMAGE_SUFFIXES
 from forgetting_common.data.tensors import augment_batch
 
@@ -253,7 +262,7 @@ def read_image_split(folder: Path, height: int, width: int, classes: list[str] |
     return torch.from_numpy(np.ascontiguousarray(arrays)), labels, names
 
 
-def load_image_folder(root: Path, dataset: str, height: int, width: int, batch_size: int, test_batch_size: int,
+def load_image_folder(root: Path, dataset: str, *, height: int, width: int, batch_size: int, test_batch_size: int,
                       device: torch.device, seed: int, train_limit: int | None = None,
                       test_limit: int | None = None) -> ImageData:
     base = root / dataset
@@ -274,11 +283,47 @@ def load_image_folder(root: Path, dataset: str, height: int, width: int, batch_s
     return ImageData(train, valid, test, num_classes, batch_size, test_batch_size, seed)
 
 
-def load_image_data(args, root: Path, kind: str, device: torch.device) -> ImageData:
-    """The image set a parsed ``main.py``/``retrain.py`` configuration names (CIFAR-10 or a folder)."""
+def load_image_data(config, root: Path, kind: str, device: torch.device) -> ImageData:
+    """The image set a ``main.py``/``retrain.py`` :class:`~wpl_enas.cli.Config` names (CIFAR-10 or a folder)."""
     if kind == "cifar10":
-        return load_cifar10(root, args.batch_size, args.test_batch_size, device, args.random_seed,
-                            args.train_limit, args.test_limit)
-    return load_image_folder(root, args.dataset, args.cnn_height, args.cnn_width, args.batch_size,
-                             args.test_batch_size, device, args.random_seed, args.train_limit, args.test_limit)
+        return load_cifar10(root, config.batch_size, config.test_batch_size, device, config.random_seed,
+                            train_limit=config.train_limit, test_limit=config.test_limit)
+    return load_image_folder(root, config.dataset, height=config.cnn_height, width=config.cnn_width,
+                             batch_size=config.batch_size, test_batch_size=config.test_batch_size, device=device,
+                             seed=config.random_seed, train_limit=config.train_limit, test_limit=config.test_limit)
 
+
+# ------------------------------------------------------------------------------ two models
+def load_two_model_data(dataset: str, data_dir: str | None, data_seed: int, train_limit: int | None = None,
+                        test_limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(x_train, y_train, x_test, y_test)`` of ``two_models.py``, flattened: ``clusters`` (10 noisy
+    Gaussian clusters in 32 dimensions, 3,000/1,000), ``digits`` (scikit-learn's 8×8 digits) or MNIST."""
+    if dataset == "clusters":
+        rng = np.random.default_rng(data_seed)
+        c, d = 10, 32
+        means = rng.normal(size=(c, d))
+        def draw(n):
+            y = rng.integers(0, c, size=n)
+            return np.tanh(means[y] + rng.normal(size=(n, d))).astype(np.float32), y
+        xtr, ytr = draw(3000)
+        xte, yte = draw(1000)
+        xtr, ytr, xte, yte = map(torch.as_tensor, (xtr, ytr, xte, yte))
+    elif dataset == "digits":
+        from forgetting_common.data import load_digits
+
+        x, y = load_digits()
+        x = x.reshape(len(x), -1).float() / 16.0
+        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(data_seed))
+        x, y = x[perm], y[perm]
+        xtr, ytr, xte, yte = x[:1497], y[:1497], x[1497:], y[1497:]
+    else:
+        root = resolve_root(data_dir, "data")
+        xtr, ytr = load_mnist(root, train=True)
+        xte, yte = load_mnist(root, train=False)
+        xtr = xtr.reshape(len(xtr), -1).float() / 255.0
+        xte = xte.reshape(len(xte), -1).float() / 255.0
+    if train_limit:
+        xtr, ytr = xtr[: train_limit], ytr[: train_limit]
+    if test_limit:
+        xte, yte = xte[: test_limit], yte[: test_limit]
+    return xtr.float(), ytr.long(), xte.float(), yte.long()

@@ -10,7 +10,7 @@ from pathlib import Path
 from forgetting_common.cli import OneLineErrorParser, add_common_flags, config_dict
 from forgetting_common.errors import UserError
 
-from wpl_enas.viz import make_gif
+from wpl_enas.plots import make_gif
 
 
 def build_parser() -> OneLineErrorParser:

@@ -17,11 +17,14 @@ Fisher update for each P of K(a), from its current ``.grad`` G::
 
 α is multiplied in at every update on top of an F̃ that already holds it (a quirk of the released
 code that changes the numbers, so it is kept); after each update w* := P for *all* protected P.
+
+:func:`diagonal_fisher` is the Fisher of the two-model example (spec §4), taken once after model A.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -135,3 +138,39 @@ class WPL:
         for name, _ in self.model.protected_named_params():
             self.fisher(name).copy_(state[f"fisher.{name}"])
             self.optimal(name).copy_(state[f"optimal.{name}"])
+
+
+def diagonal_fisher(model: nn.Module, prefix: str, x: torch.Tensor, y: torch.Tensor, *forward_args,
+                    kind: str = "empirical", batch_size: int = 32, chunk: int = 512) -> dict[str, torch.Tensor]:
+    """Diagonal Fisher of the parameters of ``model`` named ``prefix…`` (keys without the prefix) on
+    ``(x, y)``, the model run as ``model(inputs, *forward_args)``.
+
+    ``empirical``: the mean over samples of the squared per-sample gradient of the cross-entropy;
+    ``minibatch``: the mean over minibatches of the squared gradient of the minibatch loss.
+    """
+    from torch.func import functional_call, grad, vmap
+
+    named = {n[len(prefix):]: p for n, p in model.named_parameters() if n.startswith(prefix)}
+    fisher = {n: torch.zeros_like(p) for n, p in named.items()}
+    if kind == "minibatch":
+        nb = 0
+        for start in range(0, len(x), batch_size):
+            model.zero_grad()
+            F.cross_entropy(model(x[start:start + batch_size], *forward_args), y[start:start + batch_size]).backward()
+            for n, p in named.items():
+                fisher[n] += p.grad.detach() ** 2
+            nb += 1
+        return {n: f / nb for n, f in fisher.items()}
+
+    def loss_one(params, xi, yi):
+        full = {prefix + n: p for n, p in params.items()}
+        out = functional_call(model, full, (xi.unsqueeze(0), *forward_args))
+        return F.cross_entropy(out, yi.unsqueeze(0))
+
+    per_sample = vmap(grad(loss_one), in_dims=(None, 0, 0))
+    detached = {n: p.detach() for n, p in named.items()}
+    for start in range(0, len(x), chunk):
+        grads = per_sample(detached, x[start:start + chunk], y[start:start + chunk])
+        for n in fisher:
+            fisher[n] += grads[n].detach().pow(2).sum(0)
+    return {n: f / len(x) for n, f in fisher.items()}

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from forgetting_common.errors import UserError
 from torch import nn
 
-from wpl_enas.dags import MicroArchi
+from wpl_enas.dags import MicroArchi, cell_keys
 
 INPUT_RELU_OPS = ("depthwise_3x3", "depthwise_5x5")
 
@@ -157,8 +157,7 @@ class SharedMicroCNN(nn.Module):
         out = []
         for pos, (cell, reduction) in enumerate(zip(self.cells, self.reduction_flags)):
             edges = dag.reduced_cell if reduction else dag.normal_cell
-            for s, t, op in edges:
-                key = f"{s}-{t}-{op}"
+            for key in cell_keys(edges):
                 for pname, p in cell.ops[key].named_parameters():
                     out.append((f"cells.{pos}.ops.{key}.{pname}", p))
         return out

@@ -1,0 +1,253 @@
+"""Example forgetting's claims (Toneva et al., 2019) for `forgetting reproduce`, as plain data.
+
+The statistics claims (unforgettable fractions, permuted vs plain, seed stability) are one sweep:
+the original ``run_mnist.py --no_dropout`` per dataset and seed; ``read`` turns a run's statistics
+pickle into per-example forgetting counts (never-learned examples count as ``epochs``, the
+original's rule) and ``measure`` sums them over seeds as ``order_examples_by_forgetting.py`` does.
+The removal claim is a three-stage sweep: statistics runs (stage 0) and the original sorting
+script (stage 1) write into the sweep's shared folder, then ``run_mnist.py --sorting_file`` removal
+runs (stage 2: sizes x selected/random x seeds, and full-data baselines) read the sorting file.
+The label-noise claim is not a sweep: the original MNIST script has no label-noise flag, so its
+recorded result comes from the in-process reduced reproduction ``python -m
+example_forgetting.reproduce``; its verdict is derived from the recorded numbers.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+PACKAGE_DIR = Path(__file__).resolve().parents[2]
+TITLE = "Example forgetting (Toneva et al., 2019)"
+LEGACY = ("not a sweep yet: recorded from `cd packages/example_forgetting && uv run python -m "
+          "example_forgetting.reproduce --data_root ../../../shared/data --output_dir /tmp/ef_repro`")
+
+
+DATASETS = ("mnist", "permuted_mnist")
+
+
+def _stats_grid(train_limit: int | None, test_limit: int | None, epochs: int, seeds: list[int]):
+    limits = ([] if train_limit is None else ["--train_limit", str(train_limit)]) + \
+             ([] if test_limit is None else ["--test_limit", str(test_limit)])
+    return lambda: [{"name": f"{d}_seed{s}", "script": "run_mnist.py",
+                     "args": ["--dataset", d, "--no_dropout", "--seed", str(s), "--epochs", str(epochs), *limits,
+                              "--output_dir", "{out}", "--data_root", "{data}", "--no_download", "--quiet",
+                              "--no_tensorboard"],
+                     "labels": {"dataset": d, "seed": s, "epochs": epochs}} for d in DATASETS for s in seeds]
+
+
+def read_counts(run: dict, out: Path) -> dict:
+    """Per-example forgetting counts of one statistics run, ordered by example id."""
+    from example_forgetting.naming import STATS_SUFFIX
+    from example_forgetting.stats import run_forgetting
+
+    (path,) = sorted(out.glob(f"*{STATS_SUFFIX}"))
+    with open(path, "rb") as handle:
+        stats = pickle.load(handle)
+    epochs = int(run["labels"]["epochs"])
+    if len(stats["test"][1]) != epochs:
+        raise ValueError(f"{path} holds {len(stats['test'][1])} epochs, not {epochs}")
+    r = run_forgetting(stats, epochs)
+    order = np.argsort(r.ids, kind="stable")
+    return {"ids": r.ids[order].tolist(), "counts": r.counts(epochs)[order].tolist(),
+            "best_test_acc": float(max(stats["test"][1]))}
+
+
+def measure_counts(values: dict) -> dict:
+    out = {}
+    for d in DATASETS:
+        runs = [v for v in values.values() if v["_labels"]["dataset"] == d]
+        if any(r["ids"] != runs[0]["ids"] for r in runs):
+            raise ValueError(f"{d}: the seeds saw different examples")
+        counts = np.array([r["counts"] for r in runs])
+        totals = counts.sum(axis=0)
+        pairs = [float(np.corrcoef(counts[i], counts[j])[0, 1])
+                 for i in range(len(counts)) for j in range(i + 1, len(counts))]
+        out[f"{d}_unforgettable"] = float((totals == 0).sum())
+        out[f"{d}_examples"] = float(len(totals))
+        out[d] = float((totals == 0).mean())
+        out[f"{d}_pearson"] = float(np.mean(pairs)) if pairs else float("nan")
+        out[f"{d}_best_test_acc"] = float(np.mean([r["best_test_acc"] for r in runs]))
+        out["seeds"] = float(len(runs))
+    out["unforgettable_fraction"] = out["mnist"]
+    out["pearson"] = out["mnist_pearson"]
+    return out
+
+
+def summary_counts(m: dict) -> str:
+    return (f"unforgettable: MNIST {100 * m['mnist']:.1f}% ({m['mnist_unforgettable']:,.0f} / {m['mnist_examples']:,.0f}), "
+            f"permuted {100 * m['permuted_mnist']:.1f}%; seed-pair Pearson {m['mnist_pearson']:.3f} / "
+            f"{m['permuted_mnist_pearson']:.3f} ({m['seeds']:.0f} seeds)")
+
+
+def figure_counts(values: dict, measured: dict, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for d, color in zip(DATASETS, ("tab:blue", "tab:orange")):
+        runs = [v for v in values.values() if v["_labels"]["dataset"] == d]
+        totals = np.array([r["counts"] for r in runs]).sum(axis=0)
+        top = int(totals.max())
+        hist = np.bincount(totals, minlength=top + 1) / len(totals)
+        ax.bar(np.arange(top + 1) + (0.2 if d == "permuted_mnist" else -0.2), hist, 0.4, color=color,
+               label=f"{d} ({100 * measured[d]:.1f}% unforgettable)")
+    ax.set(xlabel="forgetting events (summed over seeds; never learned = epochs)", ylabel="fraction of examples",
+           title="Fig. 1: forgetting events per example")
+    ax.set_xlim(-0.6, min(ax.get_xlim()[1], 30))
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _limits(train_limit: int | None, test_limit: int | None) -> list[str]:
+    return ([] if train_limit is None else ["--train_limit", str(train_limit)]) + \
+           ([] if test_limit is None else ["--test_limit", str(test_limit)])
+
+
+def _removal_grid(train_limit: int | None, test_limit: int | None, epochs: int, stats_seeds: list[int],
+                  removal_seeds: list[int], sizes: list[int]):
+    """Stage 0: statistics runs; 1: the sorting; 2: removal runs (selected = keep_lowest_n 0, random = -1)."""
+    common = ["--epochs", str(epochs), *_limits(train_limit, test_limit), "--data_root", "{data}", "--no_download",
+              "--quiet", "--no_tensorboard"]
+    stats_dir = "{shared}/mnist_results"
+
+    def grid() -> list[dict]:
+        runs = [{"name": f"stats_seed{s}", "script": "run_mnist.py", "stage": 0,
+                 "args": ["--dataset", "mnist", "--no_dropout", "--seed", str(s), *common, "--output_dir", stats_dir],
+                 "labels": {"role": "stats", "seed": s}} for s in stats_seeds]
+        runs.append({"name": "order", "script": "order_examples_by_forgetting.py", "stage": 1,
+                     "args": ["--output_dir", stats_dir, "--output_name", "mnist_sorted", "--input_dir", stats_dir,
+                              "--input_fname_args", "dataset", "mnist", "no_dropout", "True", "sorting_file", "none",
+                              "remove_n", "0", "keep_lowest_n", "0", "--epochs", str(epochs), "--overwrite", "--quiet"],
+                     "labels": {"role": "order"}})
+        for s in removal_seeds:  # the README's removal commands train with dropout
+            runs.append({"name": f"full_seed{s}", "script": "run_mnist.py", "stage": 2,
+                         "args": ["--dataset", "mnist", "--seed", str(s), *common, "--output_dir", "{out}"],
+                         "labels": {"role": "full", "seed": s, "epochs": epochs}})
+            for n in sizes:
+                for keep, arm in ((0, "selected"), (-1, "random")):
+                    runs.append({"name": f"{arm}_{n}_seed{s}", "script": "run_mnist.py", "stage": 2,
+                                 "args": ["--dataset", "mnist", "--seed", str(s), *common, "--sorting_file", "mnist_sorted",
+                                          "--input_dir", stats_dir, "--remove_n", str(n), "--keep_lowest_n", str(keep),
+                                          "--output_dir", "{out}"],
+                                 "labels": {"role": arm, "seed": s, "remove_n": n, "epochs": epochs,
+                                            "train_size": train_limit or 60000}})
+        return runs
+    return grid
+
+
+def read_removal(run: dict, out: Path) -> dict:
+    if run["labels"]["role"] in ("stats", "order"):  # their outputs are read by the next stage, not measured
+        return {}
+    from example_forgetting.naming import STATS_SUFFIX
+
+    (path,) = sorted(out.glob(f"*{STATS_SUFFIX}"))
+    with open(path, "rb") as handle:
+        stats = pickle.load(handle)
+    return {"best_test_acc": float(max(stats["test"][1]))}
+
+
+def measure_removal(values: dict) -> dict:
+    out: dict[str, float] = {}
+    full = [v["best_test_acc"] for v in values.values() if v["_labels"]["role"] == "full"]
+    out["full"] = float(np.mean(full))
+    gaps = []
+    sized = [v for v in values.values() if v["_labels"]["role"] in ("selected", "random")]
+    for n in sorted({v["_labels"]["remove_n"] for v in sized}):
+        pct = round(100 * n / sized[0]["_labels"]["train_size"])
+        for arm in ("selected", "random"):
+            out[f"{arm}_{pct}"] = float(np.mean([v["best_test_acc"] for v in sized
+                                                 if v["_labels"]["role"] == arm and v["_labels"]["remove_n"] == n]))
+        gaps.append(out[f"selected_{pct}"] - out[f"random_{pct}"])
+    out["selected_minus_random_min"] = float(min(gaps))
+    out["zero"] = 0.0
+    return out
+
+
+def summary_removal(m: dict) -> str:
+    pcts = sorted(int(k.split("_")[1]) for k in m if k.startswith("selected_") and k[9:].isdigit())
+    parts = [f"{p}%: {m[f'selected_{p}']:.2f} vs {m[f'random_{p}']:.2f}%" for p in pcts]
+    return "removed (least forgotten vs random), best test acc: " + "; ".join(parts) + f" (full {m['full']:.2f}%)"
+
+
+def figure_removal(values: dict, measured: dict, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    pcts = sorted(int(k.split("_")[1]) for k in measured if k.startswith("selected_") and k[9:].isdigit())
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for arm, color in (("selected", "tab:blue"), ("random", "tab:red")):
+        ax.plot([0, *pcts], [measured["full"], *(measured[f"{arm}_{p}"] for p in pcts)], marker="o", color=color,
+                label="least forgotten removed" if arm == "selected" else "random removed")
+    ax.set(xlabel="% of training set removed", ylabel="best test accuracy (%)", title="Fig. 6 (MNIST): removal")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+STATS = {"sweep": "statistics", "measure": measure_counts, "summary": summary_counts, "figure": figure_counts,
+         "data": {"smoke": "real MNIST, first 1k train / 300 test, 3 epochs, seeds 1-2",
+                  "cpu": "real MNIST, first 4k train / 1k test, 20 epochs, seeds 1-3 (permuted per seed)",
+                  "paper": "real MNIST, 60k train, 200 epochs, seeds 1-5"}}
+
+
+def paper() -> dict:
+    return {
+        "name": "example_forgetting",
+        "title": TITLE,
+        "package_dir": PACKAGE_DIR,
+        "commands": {
+            "mnist": ["run_mnist.py", "--dataset", "mnist", "--no_dropout", "--output_dir", "mnist_results", "--seed", "1"],
+            "permuted_mnist": ["run_mnist.py", "--dataset", "permuted_mnist", "--no_dropout", "--output_dir",
+                               "permuted_mnist_results", "--seed", "1"],
+            "order_mnist": ["order_examples_by_forgetting.py", "--output_dir", "mnist_results", "--output_name",
+                            "mnist_sorted", "--input_dir", "mnist_results", "--input_fname_args", "dataset", "mnist",
+                            "no_dropout", "True", "sorting_file", "none", "remove_n", "0", "keep_lowest_n", "0"],
+            "remove_mnist": ["run_mnist.py", "--dataset", "mnist", "--sorting_file", "mnist_sorted", "--input_dir",
+                             "mnist_results", "--output_dir", "mnist_results", "--seed", "1", "--remove_n", "1000",
+                             "--keep_lowest_n", "0"],
+            "cifar10": ["run_cifar.py", "--dataset", "cifar10", "--data_augmentation", "--output_dir", "cifar10_results",
+                        "--seed", "1"],
+            "cifar100": ["run_cifar.py", "--dataset", "cifar100", "--data_augmentation", "--output_dir",
+                         "cifar100_results", "--seed", "1"],
+            "cifar10_label_noise": ["run_cifar.py", "--dataset", "cifar10", "--data_augmentation", "--output_dir",
+                                    "cifar10_results", "--noise_percent_labels", "20"],
+        },
+        "sweeps": {
+            "statistics": {"grids": {"smoke": _stats_grid(1000, 300, 3, [1, 2]), "cpu": _stats_grid(4000, 1000, 20, [1, 2, 3]),
+                                     "paper": _stats_grid(None, None, 200, [1, 2, 3, 4, 5])},
+                           "read": read_counts, "resume_args": ["--resume"], "needs_data": True},
+            "removal": {"grids": {"smoke": _removal_grid(1000, 300, 3, [1, 2], [1], [250, 500]),
+                                  "cpu": _removal_grid(4000, 1000, 20, [1, 2, 3], [1, 2], [1000, 2000, 3000]),
+                                  "paper": _removal_grid(None, None, 200, [1, 2, 3, 4, 5], [1, 2, 3, 4, 5],
+                                                         list(range(5000, 60000, 5000)))},
+                        "read": read_removal, "resume_args": ["--resume"], "needs_data": True},
+        },
+        "claims": [
+            {**STATS, "name": "unforgettable_mnist", "statement": "Many MNIST examples are unforgettable", "source": "Fig. 1",
+             "paper_value": "91.7% (55,012 / 60k, 5 seeds, 200 ep.)",
+             "verdict": ("within", "unforgettable_fraction", 0.917, 0.05)},
+            {**STATS, "name": "permuted_fewer", "statement": "Permuted MNIST has fewer unforgettable examples than MNIST",
+             "source": "Fig. 1", "paper_value": "75.3% vs 91.7%",
+             "verdict": ("greater", "mnist", "permuted_mnist")},
+            {"name": "removal_mnist", "sweep": "removal",
+             "statement": "Removing the least-forgotten examples keeps accuracy better than random removal (MNIST)",
+             "source": "Fig. 6", "paper_value": "accuracy kept up to 80% removed",
+             "verdict": ("greater", "selected_minus_random_min", "zero"), "measure": measure_removal,
+             "summary": summary_removal, "figure": figure_removal,
+             "data": {"smoke": "real MNIST, first 1k train / 300 test, 3 epochs, stats seeds 1-2, removal seed 1",
+                      "cpu": "real MNIST, first 4k train / 1k test, 20 epochs, stats seeds 1-3, removal with dropout, seeds 1-2",
+                      "paper": "real MNIST, 60k, 200 epochs, 5 seeds, 5k to 55k removed"}},
+            {"name": "noisy_most_forgotten", "statement": "Noisy labels are the most forgotten; none is unforgettable",
+             "source": "Fig. 3 (CIFAR-10)", "paper_value": "no noisy example unforgettable",
+             "verdict": ("within", "noisy_unforgettable_fraction", 0.0, 0.01), "not_run": LEGACY},
+            {**STATS, "name": "seed_stability", "statement": "Forgetting counts are stable across seeds",
+             "source": "section 6", "paper_value": "Pearson 0.892 (CIFAR-10)", "verdict": ("within", "pearson", 0.892, 0.1)},
+            {"name": "unforgettable_cifar10", "statement": "CIFAR-10: 31.3% unforgettable; 30% removable",
+             "source": "Fig. 1, 5", "paper_value": "31.3%", "verdict": ("within", "unforgettable_fraction", 0.313, 0.05),
+             "not_run": "needs a GPU (ResNet18, 50k images, 200 epochs, 5 seeds)"},
+        ],
+    }

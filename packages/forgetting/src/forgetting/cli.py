@@ -1,0 +1,224 @@
+"""The `forgetting` command: list, run, reproduce, status, ledger."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from forgetting_common import UserError
+from forgetting_common.atomic import atomic_write_json, atomic_write_text
+from forgetting_common.cli import OneLineErrorParser
+
+from forgetting import ledger as ledger_mod
+from forgetting.claims import SCALES, find, papers
+from forgetting.sweep import FAILED, FINISHED, INTERRUPTED, ORDER, SweepDir
+
+
+def _time_minutes(text: str) -> int:
+    """Slurm's time spellings that matter here: minutes, or [D-]HH:MM[:SS]."""
+    try:
+        if ":" not in text:
+            return int(text)
+        days, _, clock = text.rpartition("-")
+        parts = [int(p) for p in clock.split(":")]
+        h, m = parts[0], parts[1]
+        return (int(days) if days else 0) * 1440 + h * 60 + m + (1 if len(parts) > 2 and parts[2] else 0)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"--time {text!r} is neither minutes nor HH:MM:SS") from err
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineErrorParser(prog="forgetting", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineErrorParser)
+
+    sub.add_parser("list", help="papers, their original command lines by name, and their claims")
+
+    r = sub.add_parser("run", help="run an original command line by name in its package folder")
+    r.add_argument("name", help="<paper>.<command name>, as `forgetting list` shows")
+    r.add_argument("extra", nargs=argparse.REMAINDER, help="flags appended to the command line (after --)")
+
+    rp = sub.add_parser("reproduce", help="run a claim's grid as a sweep and draw its figure")
+    rp.add_argument("claim")
+    rp.add_argument("--scale", choices=SCALES, default="smoke")
+    rp.add_argument("--launcher", choices=("local", "slurm"), default="local")
+    rp.add_argument("--out", required=True, help="sweep folder; finished runs in it are skipped, interrupted ones resumed")
+    rp.add_argument("--data", default=None, help="data root for runs that read data (default: $FORGETTING_DATA)")
+    rp.add_argument("--jobs", type=int, default=None, help="local: runs at a time (default: GPUs, else CPU cores)")
+    rp.add_argument("--retries", type=int, default=2, help="times an interrupted run is started again")
+    rp.add_argument("--partition", default=None, help="slurm: partition (default: the cluster's default)")
+    rp.add_argument("--gpus_per_run", type=int, default=0, help="slurm: GPUs per run")
+    rp.add_argument("--cpus_per_run", type=int, default=1, help="slurm: CPU cores per run")
+    rp.add_argument("--time", type=_time_minutes, default=60, help="slurm: time limit per run (minutes or HH:MM:SS)")
+    rp.add_argument("--record", action="store_true",
+                    help="also record the result in packages/forgetting/results/ for `forgetting ledger`")
+    rp.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    st = sub.add_parser("status", help="finished / running / failed / pending runs of a sweep folder")
+    st.add_argument("dir")
+
+    lg = sub.add_parser("ledger", help="write REPRODUCIBILITY.md from the claims and recorded results")
+    lg.add_argument("--check", action="store_true", help="fail when the file, the claims or the results disagree")
+    lg.add_argument("--results", default=str(ledger_mod.RESULTS_DIR), help=argparse.SUPPRESS)
+    lg.add_argument("--file", default=str(ledger_mod.LEDGER), help=argparse.SUPPRESS)
+    return p
+
+
+def cmd_list() -> None:
+    recorded = ledger_mod.load_results(ledger_mod.RESULTS_DIR)
+    for paper in papers().values():
+        print(f"{paper.name}: {paper.title}  ({paper.package_dir})")
+        print("  command lines (`forgetting run <paper>.<name>`):")
+        for name, argv in paper.commands.items():
+            print(f"    {paper.name}.{name}: python {' '.join(argv)}")
+        print("  claims (`forgetting reproduce <id>`):")
+        for c in paper.claims:
+            rec = recorded.get(c.id)
+            ours = f"{rec['summary']} -> {rec['verdict']} ({rec['scale']})" if rec else "not run"
+            scales = ",".join(c.sweep.grids) if c.sweep else "-"
+            print(f"    {c.id} [{scales}] {c.source}: paper {c.paper_value}; ours {ours}")
+        print()
+
+
+def cmd_run(name: str, extra: list[str]) -> int:
+    paper_name, _, command = name.partition(".")
+    known = papers()
+    if paper_name not in known or command not in known[paper_name].commands:
+        raise UserError(f"unknown command line {name!r}; `forgetting list` shows them as <paper>.<name>")
+    paper = known[paper_name]
+    if extra and extra[0] == "--":
+        extra = extra[1:]
+    argv = [sys.executable, *paper.commands[command], *extra]
+    print(f"forgetting: in {paper.package_dir}: python {' '.join(argv[1:])}", file=sys.stderr)
+    return subprocess.call(argv, cwd=paper.package_dir)
+
+
+def cmd_reproduce(a: argparse.Namespace) -> int:
+    from forgetting.aggregate import aggregate
+    from forgetting.launch import LocalLauncher, SlurmLauncher, pending_names, stages
+
+    claim = find(a.claim)
+    if claim.sweep is None:
+        raise UserError(f"claim {claim.id} has no runnable grid: {claim.not_run}")
+    runs = claim.sweep.runs(a.scale)
+    data = a.data or os.environ.get("FORGETTING_DATA", "")
+    if claim.sweep.needs_data and not data:
+        raise UserError(f"claim {claim.id} reads real data: pass --data DIR or set FORGETTING_DATA")
+    if a.jobs is not None and a.jobs < 1:
+        raise UserError("--jobs must be at least 1")
+    if a.launcher == "slurm":
+        launcher = SlurmLauncher(partition=a.partition, gpus_per_run=a.gpus_per_run, cpus_per_run=a.cpus_per_run,
+                                 time_min=a.time, retries=a.retries)
+        launcher.check()  # before anything is written
+    else:
+        launcher = LocalLauncher(jobs=a.jobs, retries=a.retries)
+    sweep_dir = SweepDir(Path(a.out).resolve())
+    sweep_dir.create_or_check(claim, a.scale, runs, str(Path(data).resolve()) if data else "")
+    todo, done = pending_names(sweep_dir)
+    title = papers()[claim.package].title
+    counts: Counter[str] = Counter()
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(runs), initial=len(done), unit="run", desc=claim.id, disable=a.quiet or None,
+               dynamic_ncols=True)
+    if done:
+        print(f"forgetting: {len(done)} of {len(runs)} runs already finished in {sweep_dir.root}; skipping them",
+              file=sys.stderr)
+
+    def progress(name: str, state: str) -> None:
+        counts[state] += 1
+        bar.update(1)
+        bar.set_postfix(failed=counts[FAILED] + counts[INTERRUPTED], refresh=False)
+        if state != FINISHED:
+            bar.write(f"forgetting: run {name} {state}: {sweep_dir.status(name).detail}")
+
+    try:
+        for stage in stages(sweep_dir, todo):
+            launcher.launch(sweep_dir, stage, progress)
+            # a later stage reads what this one leaves: it starts only when all of this one finished
+            if any(sweep_dir.status(n).state != FINISHED for n in stage):
+                break
+    finally:
+        bar.close()
+    bad = [s for s in sweep_dir.statuses() if s.state != FINISHED]
+    if bad:
+        print(f"forgetting: {len(bad)} of {len(runs)} runs did not finish (first: {bad[0].name}: {bad[0].state}"
+              f"{': ' + bad[0].detail if bad[0].detail else ''}); fix and run the same command again "
+              f"(finished runs are kept); `forgetting status {sweep_dir.root}` lists them", file=sys.stderr)
+        return 1
+    record = aggregate(claim, sweep_dir, title)
+    print(f"{claim.id} ({a.scale}): {record['summary']}")
+    print(f"paper: {claim.paper_value} ({claim.source}); verdict: {record['verdict']} [{record['rule']}]")
+    print(f"wrote {sweep_dir.root / claim.id}.json, .png, .md")
+    if a.record:
+        atomic_write_json(ledger_mod.RESULTS_DIR / f"{claim.id}.json",
+                          {k: v for k, v in record.items() if k != "figure"})
+        print(f"recorded in {ledger_mod.RESULTS_DIR}; run `forgetting ledger` to update REPRODUCIBILITY.md")
+    return 0
+
+
+def cmd_status(directory: str) -> int:
+    sweep_dir = SweepDir(Path(directory))
+    manifest = sweep_dir.manifest()
+    statuses = sweep_dir.statuses()
+    counts = Counter(s.state for s in statuses)
+    print(f"{manifest['sweep']} ({', '.join(manifest.get('claims', []))}) at scale {manifest['scale']}: "
+          + ", ".join(f"{counts[k]} {k}" for k in ORDER))
+    width = max((len(s.name) for s in statuses), default=4)
+    for s in statuses:
+        extra = f"  {s.detail}" if s.detail else ""
+        print(f"  {s.name:<{width}}  {s.state:<11} attempts {s.attempts}{extra}")
+    return 0
+
+
+def cmd_ledger(check: bool, results: str, file: str) -> int:
+    known = papers()
+    recorded = ledger_mod.load_results(Path(results))
+    path = Path(file)
+    if check:
+        text = path.read_text() if path.exists() else None
+        found = ledger_mod.problems(known, recorded, text)
+        for line in found:
+            print(f"forgetting ledger: {line}", file=sys.stderr)
+        if not found:
+            print(f"{path}: agrees with {sum(len(p.claims) for p in known.values())} claims and {len(recorded)} results")
+        return 1 if found else 0
+    found = [p for p in ledger_mod.problems(known, recorded, None) if "REPRODUCIBILITY.md" not in p]
+    if found:
+        raise UserError(found[0] + (f" (and {len(found) - 1} more)" if len(found) > 1 else ""))
+    atomic_write_text(path, ledger_mod.render(known, recorded))
+    print(f"wrote {path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    if a.command == "list":
+        cmd_list()
+        return 0
+    if a.command == "run":
+        return cmd_run(a.name, a.extra)
+    if a.command == "reproduce":
+        return cmd_reproduce(a)
+    if a.command == "status":
+        return cmd_status(a.dir)
+    return cmd_ledger(a.check, a.results, a.file)
+
+
+def entry() -> None:
+    from forgetting_common import run_main
+
+    code = 0
+
+    def go() -> None:
+        nonlocal code
+        code = main(sys.argv[1:])
+
+    run_main(go, prog="forgetting")
+    sys.exit(code)
+
+

@@ -1,0 +1,172 @@
+"""Launchers: run a sweep's runs locally N at a time, or as a Slurm job array through submitit.
+
+Both call :func:`forgetting.execute.execute_run`; progress is read back from the sweep folder,
+so a launcher never holds state that the folder does not. A run stopped by a signal
+(interrupted) is started again, resumed, up to ``retries`` times.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from queue import Queue
+
+from forgetting_common import UserError
+
+from forgetting.execute import SlurmRun, execute_run
+from forgetting.sweep import FAILED, FINISHED, INTERRUPTED, PENDING, SweepDir
+
+Progress = Callable[[str, str], None]  # (run name, final state)
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids this process may use: CUDA_VISIBLE_DEVICES if set, else those nvidia-smi lists."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g for g in env.split(",") if g.strip() and g.strip() != "-1"]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
+
+
+@dataclass
+class LocalLauncher:
+    """N runs at a time on this machine: one per GPU (pinned by CUDA_VISIBLE_DEVICES), else one per core."""
+
+    jobs: int | None = None
+    retries: int = 1
+
+    def slots(self) -> list[dict[str, str]]:
+        gpus = visible_gpus()
+        if gpus:
+            n = self.jobs or len(gpus)
+            return [{"CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)]} for i in range(n)]
+        n = self.jobs or os.cpu_count() or 1
+        # each CPU run gets its share of the cores, so N runs do not fight over threads
+        threads = str(max(1, (os.cpu_count() or 1) // n))
+        return [{"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}] * n
+
+    def launch(self, sweep_dir: SweepDir, names: list[str], progress: Progress) -> None:
+        slots = self.slots()
+        free: Queue[dict[str, str]] = Queue()
+        for slot in slots:
+            free.put(slot)
+
+        def one(name: str) -> str:
+            slot = free.get()
+            try:
+                return execute_run(str(sweep_dir.root), name, env=slot)
+            finally:
+                free.put(slot)
+
+        tries = dict.fromkeys(names, 0)
+        with ThreadPoolExecutor(max_workers=len(slots)) as pool:
+            futures = {pool.submit(one, n): n for n in names}
+            while futures:
+                done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    name = futures.pop(fut)
+                    state = fut.result()
+                    if state == "interrupted" and tries[name] < self.retries:
+                        tries[name] += 1
+                        futures[pool.submit(one, name)] = name
+                    else:
+                        progress(name, state)
+
+
+@dataclass
+class SlurmLauncher:
+    """A submitit job array on a Slurm cluster; killed or requeued jobs resume in their folders."""
+
+    partition: str | None = None
+    gpus_per_run: int = 0
+    cpus_per_run: int = 1
+    time_min: int = 60
+    parallelism: int = 256
+    retries: int = 2
+    poll_s: float = 2.0
+
+    def check(self) -> None:
+        for tool in ("sbatch", "squeue", "sinfo"):
+            if shutil.which(tool) is None:
+                raise UserError(f"--launcher slurm needs Slurm's `{tool}` on PATH; none was found "
+                                "(use --launcher local on this machine)")
+        if self.partition:
+            out = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, timeout=60)
+            known = sorted(set(out.stdout.split()))
+            if out.returncode != 0:
+                raise UserError(f"sinfo failed: {(out.stderr.strip().splitlines() or ['no output'])[-1]}")
+            if self.partition not in known:
+                raise UserError(f"unknown Slurm partition {self.partition!r}; sinfo lists: {', '.join(known) or 'none'}")
+
+    def _submit(self, sweep_dir: SweepDir, names: list[str]) -> None:
+        import submitit
+
+        executor = submitit.AutoExecutor(folder=sweep_dir.root / "slurm" / "%j", cluster="slurm")
+        params = {"timeout_min": self.time_min, "cpus_per_task": self.cpus_per_run,
+                  "slurm_array_parallelism": self.parallelism, "name": f"forgetting-{sweep_dir.root.name}"}
+        if self.gpus_per_run:
+            params["gpus_per_node"] = self.gpus_per_run
+        if self.partition:
+            params["slurm_partition"] = self.partition
+        executor.update_parameters(**params)
+        try:
+            jobs = executor.map_array(SlurmRun(), [str(sweep_dir.root)] * len(names), names)
+        except Exception as err:  # noqa: BLE001 - sbatch's complaint, in one line
+            lines = [ln for ln in str(err).splitlines() if ln.strip()]
+            raise UserError(f"sbatch refused the sweep: {lines[-1] if lines else type(err).__name__}") from err
+        for name, job in zip(names, jobs):
+            prior = sweep_dir.state(name) or {}
+            sweep_dir.write_state(name, **{**prior, "state": "submitted", "slurm_job": job.job_id,
+                                           "attempts": int(prior.get("attempts", 0))})
+
+    def launch(self, sweep_dir: SweepDir, names: list[str], progress: Progress) -> None:
+        self.check()
+        self._submit(sweep_dir, names)
+        tries = dict.fromkeys(names, 0)
+        waiting = set(names)
+        while waiting:
+            time.sleep(self.poll_s)
+            again = []
+            for name in sorted(waiting):
+                status = sweep_dir.status(name)
+                if status.state in (FINISHED, FAILED):
+                    waiting.discard(name)
+                    progress(name, status.state)
+                elif status.state == INTERRUPTED:
+                    if tries[name] < self.retries:
+                        tries[name] += 1
+                        again.append(name)
+                    else:
+                        waiting.discard(name)
+                        progress(name, INTERRUPTED)
+            if again:
+                self._submit(sweep_dir, again)
+
+
+def stages(sweep_dir: SweepDir, names: list[str]) -> list[list[str]]:
+    """``names`` grouped by stage, in stage order (stage k needs every run of the stages before it)."""
+    stage_of = {r["name"]: int(r.get("stage", 0)) for r in sweep_dir.manifest()["runs"]}
+    return [[n for n in names if stage_of[n] == k] for k in sorted({stage_of[n] for n in names})]
+
+
+def pending_names(sweep_dir: SweepDir) -> tuple[list[str], list[str]]:
+    """(runs to start, runs already finished) of a sweep folder; a run still running is an error."""
+    todo, done = [], []
+    for s in sweep_dir.statuses():
+        if s.state == FINISHED:
+            done.append(s.name)
+        elif s.state in (PENDING, INTERRUPTED, FAILED):
+            todo.append(s.name)
+        else:
+            raise UserError(f"run {s.name} in {sweep_dir.root} is running ({s.detail}); wait for it or stop it first")
+    return todo, done

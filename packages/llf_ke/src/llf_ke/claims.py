@@ -1,0 +1,137 @@
+"""Later-layer forgetting / KE claims (Zhou et al., 2022) for `forgetting reproduce`, as plain data.
+
+One two-stage sweep below paper scale: stage 0 exports a few-shot image folder from scikit-learn's
+digits (``python -m llf_ke.prepare_folder``) into the sweep's shared folder; stage 1 runs the
+original ``train_KE_cls.py`` once per arm (LLF, KE, the long baseline at equal compute) and seed
+with the seed lines' flags. At paper scale the arms are the README's Flowers-102 command lines.
+``read`` takes a run's test top-1 per (equivalent) generation from its ``metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+PACKAGE_DIR = Path(__file__).resolve().parents[2]
+TITLE = "Fortuitous forgetting: later-layer forgetting / KE (Zhou et al., 2022)"
+FLOWER = ["--weight_decay", "0.0001", "--arch", "Split_ResNet18", "--set", "Flower102", "--data", "$DATA_DIR", "--no_wandb"]
+ARMS = {"llf": ["--reset_layer_name", "layer4"], "ke": ["--split_rate", "0.8", "--split_mode", "kels"]}
+
+
+def _arm_args(arm: str, generations: int, epochs: int) -> list[str]:
+    if arm == "long":  # one run as long as all generations, evaluated at each generation's length
+        return ["--epochs", str(epochs * generations), "--num_generations", "1", "--reset_layer_name", "layer4",
+                "--eval_intermediate_tst", str(epochs)]
+    return ["--epochs", str(epochs), "--num_generations", str(generations), *ARMS[arm]]
+
+
+def _digits_grid(generations: int, epochs: int, image_size: int, seeds: list[int]):
+    def grid() -> list[dict]:
+        runs = [{"name": "export_digits", "script": "-m", "stage": 0,
+                 "args": ["llf_ke.prepare_folder", "digits", "--dst", "{shared}/data", "--train_per_class", "15",
+                          "--val_per_class", "30"], "labels": {"arm": "data"}}]
+        for arm in ("llf", "ke", "long"):
+            for s in seeds:
+                runs.append({"name": f"{arm}_seed{s}", "script": "train_KE_cls.py", "stage": 1,
+                             "args": [*_arm_args(arm, generations, epochs), "--name", "run", "--weight_decay", "0.0001",
+                                      "--arch", "Split_ResNet18", "--set", "Folder", "--data", "{shared}/data",
+                                      "--no_wandb", "--device", "cpu", "--image_size", str(image_size), "-t", "0",
+                                      "--no_flip", "--checkpoints_dir", "{out}", "--init_seed", str(s), "--quiet"],
+                             "labels": {"arm": arm, "seed": s}})
+        return runs
+    return grid
+
+
+def _paper_grid() -> list[dict]:
+    return [{"name": f"{arm}_seed{s}", "script": "train_KE_cls.py",
+             "args": [*_arm_args(arm, 11, 200), "--name", "run", "--weight_decay", "0.0001", "--arch", "Split_ResNet18",
+                      "--set", "Flower102", "--data", "{data}", "--no_wandb", "--checkpoints_dir", "{out}",
+                      "--init_seed", str(s), "--quiet"],
+             "labels": {"arm": arm, "seed": s}} for arm in ("llf", "ke", "long") for s in (0, 1, 2)]
+
+
+def read_curve(run: dict, out: Path) -> dict:
+    if run["labels"]["arm"] == "data":
+        return {}
+    from llf_ke.plots import test_curve
+
+    (metrics,) = sorted(out.rglob("metrics.jsonl"))
+    return {"curve": test_curve(metrics.parent)}
+
+
+def _curve(values: dict, arm: str) -> dict[float, float]:
+    runs = [dict((float(x), y) for x, y in v["curve"]) for v in values.values() if v["_labels"]["arm"] == arm]
+    xs = sorted(set.intersection(*(set(r) for r in runs)))
+    return {x: float(np.mean([r[x] for r in runs])) for x in xs}
+
+
+def measure(values: dict) -> dict:
+    out = {}
+    for arm in ("llf", "ke", "long"):
+        c = _curve(values, arm)
+        out[f"{arm}_gen0"] = c[min(c)]
+        out[f"{arm}_last"] = c[max(c)]
+        out[f"{arm}_last_generation"] = max(c)
+    out["seeds"] = float(len([v for v in values.values() if v["_labels"]["arm"] == "llf"]))
+    return out
+
+
+def figure(values: dict, measured: dict, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for arm, label in (("llf", "LLF (reset layer4)"), ("ke", "KE (KELS 0.8)"), ("long", "long baseline")):
+        c = _curve(values, arm)
+        ax.plot(list(c), list(c.values()), marker="o", label=label)
+    ax.set(xlabel="generation (equivalent for the long baseline)", ylabel="test top-1 (%)",
+           title="test accuracy per generation (mean of seeds)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+DATA = {"smoke": "scikit-learn digits, 15 train/class, 16 px, 2 generations x 2 epochs, seed 0",
+        "cpu": "scikit-learn digits, 15 train/class, 1,347 test, 16 px, 5 generations x 20 epochs, seeds 0-1",
+        "paper": "Flowers-102 (--data), Split_ResNet18, 10 generations x 200 epochs, seeds 0-2"}
+COMMON = {"sweep": "arms", "source": "Table 1 (spec, unverified)", "measure": measure, "figure": figure, "data": DATA}
+
+
+def paper() -> dict:
+    return {
+        "name": "llf_ke",
+        "title": TITLE,
+        "package_dir": PACKAGE_DIR,
+        "commands": {
+            "llf_flower": ["train_KE_cls.py", "--epochs", "200", "--num_generations", "11", "--name",
+                           "resetlayer4_flower_resnet18", "--reset_layer_name", "layer4", *FLOWER],
+            "ke_flower": ["train_KE_cls.py", "--epochs", "200", "--num_generations", "11", "--name",
+                          "ke_kels_flower_resnet18", "--split_rate", "0.8", "--split_mode", "kels", *FLOWER],
+            "long_flower": ["train_KE_cls.py", "--epochs", "2200", "--num_generations", "1", "--name",
+                            "resetlayer4_flower_resnet18_long2200", "--reset_layer_name", "layer4",
+                            "--eval_intermediate_tst", "200", *FLOWER],
+        },
+        "sweeps": {
+            "arms": {"grids": {"smoke": _digits_grid(2, 2, 16, [0]), "cpu": _digits_grid(5, 20, 16, [0, 1]),
+                               "paper": _paper_grid},
+                     "read": read_curve, "resume_args": ["--resume"]},
+        },
+        "claims": [
+            {**COMMON, "name": "llf_improves", "statement": "LLF: the last generation beats generation 0",
+             "paper_value": "Flowers-102 ResNet18: 51.02 → 70.87 (N10)", "verdict": ("greater", "llf_last", "llf_gen0"),
+             "summary": lambda m: (f"LLF {m['llf_gen0']:.2f} → {m['llf_last']:.2f} (gen 0 → gen "
+                                   f"{m['llf_last_generation']:.0f}, mean of {m['seeds']:.0f} seeds)")},
+            {**COMMON, "name": "llf_beats_long", "statement": "LLF beats the long baseline at equal compute",
+             "paper_value": "70.87 vs 66.89 (Flowers-102, N10)", "verdict": ("greater", "llf_last", "long_last"),
+             "summary": lambda m: f"LLF {m['llf_last']:.2f} vs long {m['long_last']:.2f} at equal epochs"},
+            {**COMMON, "name": "llf_beats_ke", "statement": "LLF beats KE",
+             "paper_value": "70.87 vs 63.25 (Flowers-102, N10)", "verdict": ("greater", "llf_last", "ke_last"),
+             "summary": lambda m: f"LLF {m['llf_last']:.2f} vs KE {m['ke_last']:.2f}"},
+            {"name": "mask_fractions",
+             "statement": "LLF with `layer4` resets 75.236 % of the masked weights; KELS 0.8 resets 35.72 %",
+             "source": "the original code (spec §4.3, §6.1)", "paper_value": "75.236 %, 35.72 %",
+             "verdict": ("all", ("within", "llf_reset_percent", 75.236, 0.001), ("within", "kels_reset_percent", 35.72, 0.005)),
+             "not_run": "a unit test, not a sweep: `cd packages/llf_ke && uv run pytest tests/test_units.py -k \"llf_masks or kels\"`"},
+        ],
+    }
