@@ -15,9 +15,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import hashlib
-import signal
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 from forgetting_common.atomic import atomic_torch_save
-from forgetting_common.errors import Terminated, UserError
+from forgetting_common.errors import UserError
 from forgetting_common.safeload import load_checkpoint
 from forgetting_common.seeding import get_rng_state, set_rng_state
 
@@ -158,44 +156,3 @@ def naming(folder: Path) -> Iterator[None]:
         if err.filename is None and err.errno is not None:
             raise OSError(err.errno, err.strerror, str(folder)) from err
         raise
-
-
-class DeferredStop:
-    """Ctrl-C and SIGTERM wait for the end of the minibatch in progress.
-
-    The loop then writes a checkpoint of a consistent state and calls :meth:`stop`, which
-    raises ``KeyboardInterrupt`` (Ctrl-C) or ``Terminated`` (SIGTERM, exit 143 via run_main).
-    A second signal stops at once.
-    """
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> DeferredStop:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.getsignal(sig)
-                signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:  # noqa: ARG002 (signal handler signature)
-        if self.signum is not None:
-            self._raise(signum)
-        self.signum = signum
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-    @staticmethod
-    def _raise(signum: int) -> None:
-        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
-
-    def stop(self) -> None:
-        if self.signum is not None:
-            self._raise(self.signum)
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)

@@ -28,6 +28,7 @@ from forgetting_common.device import resolve_device
 from forgetting_common.errors import UserError
 from forgetting_common.runlog import EMPTY_STATE, RunLog
 from forgetting_common.seeding import make_generator
+from forgetting_common.stopping import DeferredStop
 
 from example_forgetting import checkpoint as ckpt
 from example_forgetting import data as D
@@ -259,7 +260,7 @@ def train(config: Config) -> RunResult:
             )
 
     try:
-        with ckpt.DeferredStop() as stopper:
+        with DeferredStop(unit="minibatch") as stopper:
             for epoch in range(start_epoch, config.epochs):
                 t0 = time.time()
                 if is_cifar and config.optimizer == "sgd":
