@@ -105,11 +105,11 @@ TABLE = [
     (["--split_mode", "xyz"], "argument --split_mode: invalid choice: 'xyz'", 2),
     (["--data", "{tmp}/nowhere"], "Folder train split not found at {tmp}/nowhere/Folder/train", 2),
     (["--resume", "{tmp}/missing.pth"], "--resume {tmp}/missing.pth: no such checkpoint file", 2),
-    (["--resume", "{tmp}/text.pth"], "--resume checkpoint {tmp}/text.pth is not a readable checkpoint", 2),
+    (["--resume", "{tmp}/text.pth"], "--resume checkpoint {tmp}/text.pth is not a checkpoint (neither torch's zip format nor a pickle)", 2),
     (["--resume", "{tmp}"], "--resume checkpoint {tmp} is a folder, not a file", 2),
     (["--resume", "{tmp}/list.pth"], "--resume {tmp}/list.pth: neither a run checkpoint of this program nor a model checkpoint", 2),
     (["--pretrained", "{tmp}/missing.pth"], "--pretrained {tmp}/missing.pth: no such checkpoint file", 2),
-    (["--pretrained", "{tmp}/text.pth"], "--pretrained checkpoint {tmp}/text.pth is not a readable checkpoint", 2),
+    (["--pretrained", "{tmp}/text.pth"], "--pretrained checkpoint {tmp}/text.pth is not a checkpoint (neither torch's zip format nor a pickle)", 2),
 ]
 
 

@@ -105,7 +105,7 @@ def test_read_only_output_folder(runner, tmp_path, monkeypatch):
 
     monkeypatch.setattr(tempfile, "mkstemp", read_only)
     got, err = runner.error(["--save_dir", tmp_path / "S", *TINY, *SYN])
-    assert got == 2 and first_line(err) == f"LURE_main.py: error: {tmp_path / 'S' / 'wb_offline'}: Read-only file system"
+    assert got == 2 and first_line(err) == f"LURE_main.py: error: {tmp_path / 'S' / 'wb_offline' / 'config.json'}: Read-only file system"
 
 
 def test_full_disk_mid_run_leaves_no_half_written_file(runner, tmp_path, monkeypatch):
