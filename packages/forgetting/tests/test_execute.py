@@ -29,10 +29,11 @@ if mode == "sigterm":
 '''
 
 
-def make_claim(tmp_path: Path, resume: tuple[str, ...], mode: str) -> Claim:
+def make_claim(tmp_path: Path, resume: tuple[str, ...], mode: str, run_resumes: bool = True) -> Claim:
     (tmp_path / "pkg").mkdir(exist_ok=True)
     (tmp_path / "pkg" / "tiny.py").write_text(SCRIPT)
-    grid = lambda: [{"name": "r1", "script": "tiny.py", "args": ["--out", "{out}", "--mode", mode]}]  # noqa: E731
+    grid = lambda: [{"name": "r1", "script": "tiny.py", "args": ["--out", "{out}", "--mode", mode],  # noqa: E731
+                     "resume": run_resumes}]
     read = lambda run, out: json.loads((out / "result.json").read_text())  # noqa: E731
     sweep = Sweep(id="tiny.s", package_dir=tmp_path / "pkg", grids={"smoke": grid}, read=read, resume_args=resume)
     return Claim(id="tiny.c", paper="Tiny", statement="s", source="Fig. 0", paper_value="7",
@@ -41,10 +42,10 @@ def make_claim(tmp_path: Path, resume: tuple[str, ...], mode: str) -> Claim:
 
 @pytest.fixture
 def sweep_of(tmp_path, monkeypatch):
-    def make(resume: tuple[str, ...] = (), mode: str = "ok") -> SweepDir:
-        claim = make_claim(tmp_path, resume, mode)
+    def make(resume: tuple[str, ...] = (), mode: str = "ok", run_resumes: bool = True) -> SweepDir:
+        claim = make_claim(tmp_path, resume, mode, run_resumes)
         monkeypatch.setattr(execute, "find", lambda cid: claim)
-        sd = SweepDir(tmp_path / f"sweep_{mode}_{len(resume)}")
+        sd = SweepDir(tmp_path / f"sweep_{mode}_{len(resume)}_{run_resumes}")
         sd.create_or_check(claim, "smoke", claim.sweep.runs("smoke"), "")
         return sd
     return make
@@ -87,6 +88,16 @@ def test_interrupted_run_without_resume_flag_restarts_and_keeps_the_partial_outp
     assert "--resume" not in json.loads((sd.run_out("r1") / "argv.json").read_text())
     assert (sd.run_dir("r1") / "out.interrupted-1" / "partial.txt").read_text() == "half"
     assert not (sd.run_out("r1") / "partial.txt").exists()
+
+
+def test_a_run_marked_resume_false_restarts_although_its_sweep_resumes(sweep_of):
+    """A helper step (a sorting script, a data export) whose script has no resume flag."""
+    sd = sweep_of(resume=("--resume",), run_resumes=False)
+    fake_interrupted(sd)
+    assert execute.execute_run(str(sd.root), "r1") == FINISHED
+    assert "--resume" not in json.loads((sd.run_out("r1") / "argv.json").read_text())
+    assert (sd.run_dir("r1") / "out.interrupted-1" / "partial.txt").read_text() == "half"
+    assert json.loads((sd.run_dir("r1") / "state.json").read_text())["resumed"] is False
 
 
 def test_failure_keeps_the_last_stderr_line(sweep_of):

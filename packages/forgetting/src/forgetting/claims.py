@@ -15,7 +15,9 @@ data (dicts, lists, tuples) and plain functions, in this shape::
                  "verdict": ("greater", "a", "b", 0.0) | ("within", "key", paper, tol) | ("all", rule, ...),
                  "data": {"cpu": "real MNIST, 4k"}, "not_run": "why (no sweep)"}]}
 
-A run is ``{"name": ..., "script": ..., "args": [...], "labels": {...}, "stage": 0}``.
+A run is ``{"name": ..., "script": ..., "args": [...], "labels": {...}, "stage": 0}``, with
+``"resume": False`` for a run whose script has no resume flag (a sweep's short helper steps: a
+sorting script, a data export) although the sweep's main script has one.
 """
 
 from __future__ import annotations
@@ -49,15 +51,16 @@ class Run:
     args: tuple[str, ...]
     labels: Mapping[str, Any] = field(default_factory=dict)  # grid coordinates, for aggregation
     stage: int = 0
+    resume: bool = True  # False: the sweep's resume_args do not apply to this run's script
 
     @classmethod
     def parse(cls, d: Mapping[str, Any]) -> Run:
         return cls(name=str(d["name"]), script=str(d["script"]), args=tuple(str(a) for a in d["args"]),
-                   labels=dict(d.get("labels", {})), stage=int(d.get("stage", 0)))
+                   labels=dict(d.get("labels", {})), stage=int(d.get("stage", 0)), resume=bool(d.get("resume", True)))
 
     def as_dict(self) -> dict:
         return {"name": self.name, "script": self.script, "args": list(self.args), "labels": dict(self.labels),
-                "stage": self.stage}
+                "stage": self.stage, "resume": self.resume}
 
     def argv(self, out: Path, data: str, shared: Path) -> list[str]:
         return [self.script, *(a.replace("{out}", str(out)).replace("{shared}", str(shared)).replace("{data}", data)
@@ -69,9 +72,9 @@ class Sweep:
     """The grid of runs behind one or more claims, and how one run's outputs become numbers.
 
     ``read(run, out_dir)`` returns a JSON-able dict (numbers, curves) from the folder a finished
-    run wrote; ``resume_args`` are appended when an interrupted run is started again in its
-    own folder (empty where the script has no resume flag yet: then the partial output is
-    set aside and the run starts over).
+    run wrote; ``resume_args`` (the script's resume flag) are appended when an interrupted run
+    is started again in its own folder. Without them, or for a run marked ``resume: False``,
+    the partial output is set aside and the run starts over.
     """
 
     id: str

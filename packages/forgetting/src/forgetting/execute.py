@@ -56,7 +56,7 @@ def execute_run(root: str, name: str, env: dict[str, str] | None = None, slurm_j
     interrupted = prior.get("state") in (RUNNING, "interrupted")
     argv = list(entry["argv"])
     resumed = False
-    if interrupted and claim.sweep.resume_args:
+    if interrupted and claim.sweep.resume_args and run.resume:
         argv += list(claim.sweep.resume_args)
         resumed = True
     elif prior.get("state") in (RUNNING, "interrupted", "failed"):

@@ -30,7 +30,7 @@ def _digits_grid(generations: int, epochs: int, image_size: int, seeds: list[int
     def grid() -> list[dict]:
         runs = [{"name": "export_digits", "script": "-m", "stage": 0,
                  "args": ["llf_ke.prepare_folder", "digits", "--dst", "{shared}/data", "--train_per_class", "15",
-                          "--val_per_class", "30"], "labels": {"arm": "data"}}]
+                          "--val_per_class", "30"], "labels": {"arm": "data"}, "resume": False}]  # no resume flag
         for arm in ("llf", "ke", "long"):
             for s in seeds:
                 runs.append({"name": f"{arm}_seed{s}", "script": "train_KE_cls.py", "stage": 1,
@@ -57,7 +57,8 @@ def read_curve(run: dict, out: Path) -> dict:
     from llf_ke.plots import test_curve
 
     (metrics,) = sorted(out.rglob("metrics.jsonl"))
-    return {"curve": test_curve(metrics.parent)}
+    # the run folder too: llf_ke.plots draws the figure from run folders
+    return {"curve": test_curve(metrics.parent), "run_dir": str(metrics.parent)}
 
 
 def _curve(values: dict, arm: str) -> dict[float, float]:
@@ -78,18 +79,12 @@ def measure(values: dict) -> dict:
 
 
 def figure(values: dict, measured: dict, path: Path) -> None:
-    import matplotlib.pyplot as plt
+    """The package's figure (``llf_ke.plots``): test top-1 per generation, one line per arm, mean ± sd over seeds."""
+    from llf_ke.plots import plot_runs
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for arm, label in (("llf", "LLF (reset layer4)"), ("ke", "KE (KELS 0.8)"), ("long", "long baseline")):
-        c = _curve(values, arm)
-        ax.plot(list(c), list(c.values()), marker="o", label=label)
-    ax.set(xlabel="generation (equivalent for the long baseline)", ylabel="test top-1 (%)",
-           title="test accuracy per generation (mean of seeds)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    plot_runs({label: [v["run_dir"] for v in values.values() if v["_labels"]["arm"] == arm]
+               for arm, label in (("llf", "LLF (reset layer4)"), ("ke", "KE (KELS 0.8)"), ("long", "long baseline"))},
+              path, title="test accuracy per generation")
 
 
 DATA = {"smoke": "scikit-learn digits, 15 train/class, 16 px, 2 generations x 2 epochs, seed 0",

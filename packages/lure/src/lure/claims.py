@@ -64,7 +64,9 @@ def read_results(run: dict, out: Path) -> dict:
              if "test_acc_after_unlearn" in s]
     return {"final_test_acc": r["final_test_acc"], "cer": r["cumulative_error_rate"], "ece": r["final_ece"],
             "unlearn_drop": statistics.fmean(drops) if drops else None,
-            "corruption_acc": r.get("mean_corruption_acc"), "acc_per_state": r["test_acc_per_state"]}
+            "corruption_acc": r.get("mean_corruption_acc"), "acc_per_state": r["test_acc_per_state"],
+            # what lure.plots draws a run's curve from
+            "config": r["config"], "states": r["states"]}
 
 
 def _mean(values: dict, method: str, key: str) -> float:
@@ -84,19 +86,10 @@ def measure(values: dict) -> dict:
 
 
 def figure(values: dict, measured: dict, path: Path) -> None:
-    import matplotlib.pyplot as plt
+    """The package's figure (``lure.plots``): accuracy per state, one curve per method, mean ± sd over seeds."""
+    from lure.plots import accuracy_per_state
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method, (label, _, _) in METHODS.items():
-        curves = [v["acc_per_state"] for v in values.values() if v["_labels"]["method"] == method]
-        mean = [statistics.fmean(col) for col in zip(*curves)]
-        ax.plot(range(1, len(mean) + 1), mean, marker="o", label=label)
-    ax.set(xlabel="chunk (state)", ylabel="test accuracy (%)", title="accuracy after each chunk (mean of seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    accuracy_per_state([{"config": v["config"], "states": v["states"]} for v in values.values()], path)
 
 
 def _s(text: str):
