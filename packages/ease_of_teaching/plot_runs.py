@@ -7,8 +7,8 @@
 import argparse
 from pathlib import Path
 
+from ease_of_teaching.analysis import game_run_record
 from ease_of_teaching.plots import plot_regimes
-from ease_of_teaching.reproduce import game_run_record
 from forgetting_common import run_main
 from forgetting_common.cli import OneLineErrorParser
 from forgetting_common.errors import UserError

@@ -4,7 +4,7 @@
 """
 
 from forgetting_common.errors import run_main
-from targeted_forgetting.report import plot_main
+from targeted_forgetting.plots import plot_main
 
 if __name__ == "__main__":
     run_main(plot_main, prog="plot_mixed_groups.py")

@@ -63,3 +63,14 @@ def test_tensorboard_gets_measurements_not_counters_nan_kept_and_the_config(tmp_
     assert read_metrics(run)[0]["Iter"] == 10 and read_metrics(run)[0]["test/acc"] is None
     raw = b"".join(p.read_bytes() for p in (run / "tensorboard").iterdir())
     assert b'"lr": 0.1' in raw and event_pb2 is not None
+
+
+def test_a_tag_mapping_namespaces_tensorboard_and_keeps_the_original_keys(tmp_path):
+    from forgetting_common.testing import tensorboard_scalars
+
+    run = tmp_path / "run"
+    tag = {"Copy Train loss": "train/Copy_Train_loss", "Random Group Size": None}.get
+    with RunLog.create(run, config={}, tensorboard_tag=tag) as log:
+        log.log({"Iter": 3, "Copy Train loss": 0.25, "Random Group Size": 7}, step=3)
+    assert tensorboard_scalars(run / "tensorboard") == [("train/Copy_Train_loss", 3, 0.25)]
+    assert read_metrics(run)[0]["Copy Train loss"] == 0.25 and read_metrics(run)[0]["Random Group Size"] == 7

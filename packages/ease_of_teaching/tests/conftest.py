@@ -37,12 +37,13 @@ def run_forget(tmp_path):
 
 @pytest.fixture
 def run_mixed(tmp_path):
-    from ease_of_teaching.mixed_language import build_parser, main, run_folder
+    from ease_of_teaching.cli import MixedConfig, build_mixed_parser
+    from ease_of_teaching.mixed_language import main, run_folder
 
     def _run(cmdline: str, *extra: str):
         argv = cmdline.split() + ["--out_dir", str(tmp_path), "--quiet", "--device", "cpu", "--no_wandb", *extra]
         summary = main(argv)
-        return summary, run_folder(build_parser().parse_args(argv))
+        return summary, run_folder(MixedConfig.from_namespace(build_mixed_parser().parse_args(argv)))
 
     return _run
 

@@ -32,6 +32,20 @@ def test_perfect_language_scores_exactly_one():
     assert M.topographic_similarity(M.perfect_language()) == pytest.approx(1.0, abs=1e-12)
 
 
+def test_topographic_similarity_hand_computed():
+    """Objects 0 (colour 0, shape 0), 1 (colour 0, shape 1), 5 (colour 1, shape 1) saying aa, bb, ab.
+
+    The 9 ordered pairs (diagonal included): Levenshtein 0,2,1 / 2,0,1 / 1,1,0 and cosine
+    1,.5,0 / .5,1,.5 / 0,.5,1. Average ranks: distances 2,8.5,5.5,8.5,2,5.5,5.5,5.5,2 and
+    cosines 8,4.5,1.5,4.5,8,4.5,1.5,4.5,8 (both mean 5); centred cross sum -34.5, squared sums
+    52.5 and 52.5, so rho = -34.5 / 52.5 = -23/35 and the score is 23/35.
+    """
+    msgs = np.array([[0, 0], [1, 1], [0, 1]])
+    assert M.topographic_similarity(msgs, objects=[0, 1, 5]) == pytest.approx(23 / 35, abs=1e-12)
+    assert M.spearman(np.array([0, 2, 1, 2, 0, 1, 1, 1, 0.0]),
+                      np.array([1, .5, 0, .5, 1, .5, 0, .5, 1])) == pytest.approx(-23 / 35, abs=1e-12)
+
+
 def test_constant_language_is_nan_not_a_crash():
     assert math.isnan(M.topographic_similarity(np.zeros((32, 2), dtype=np.int64)))
 

@@ -21,6 +21,8 @@ def test_forget_train_seed_commands(run_forget, read_json, cmd, reset_num):
                  "evalAcc.npy", "trainAcc.npy", "summary.json", "accuracy.png", "topographic_similarity.png",
                  "ease_of_teaching.png"):
         assert (folder / name).exists(), name
+    for name in ("accuracy.png", "topographic_similarity.png", "ease_of_teaching.png"):
+        assert _is_real_png(folder / name), name
     assert list((folder / "tensorboard").glob("events.out.tfevents.*"))
     topo = read_json(folder / "topo.json")
     assert topo["Iter"] == [0, 10, 20, 30, 40] and len(topo["Topographic Similarity"]) == 5
@@ -82,7 +84,7 @@ def test_mixed_language_seed_commands(run_mixed, read_json):
                        "train_with_resetFalse_reset_every1")
     recs = read_metrics(f6)
     assert len(recs) == 30 and "Copy Exact Match Permuted" in recs[0] and "Perm 2 Entropy" in recs[0]
-    assert (f6 / "copy_accuracy.png").exists()
+    assert _is_real_png(f6 / "copy_accuracy.png")
     s7, f7 = run_mixed(C7, "--trainIters", "30")
     assert f7.parent.name == "same_weight_zero"
     lang = read_json(f7 / "language.json")
@@ -164,3 +166,10 @@ def test_scripts_from_the_command_line(package_dir, tmp_path):
                          "--trainIters", "5", "--quiet"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
     assert len(list((tmp_path / "new_rand_reinit").glob("*/metrics.jsonl"))) == 1
+
+
+def _is_real_png(path) -> bool:
+    """A PNG of at least 300 x 200 pixels and 10 kB (axes, curves and labels drawn, not a blank)."""
+    data = path.read_bytes()
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    return data[:8] == b"\x89PNG\r\n\x1a\n" and width >= 300 and height >= 200 and len(data) > 10_000

@@ -71,13 +71,3 @@ def run_script():
                               capture_output=True, text=True, timeout=120)
 
     return _run
-
-
-@pytest.fixture
-def real_data_root():
-    root = os.environ.get("FORGETTING_DATA")
-    if not root:
-        pytest.skip("FORGETTING_DATA is not set: the real-data test needs real MNIST under $FORGETTING_DATA/MNIST/raw")
-    if not (Path(root) / "MNIST" / "raw").is_dir():
-        pytest.skip(f"FORGETTING_DATA={root} has no MNIST/raw folder")
-    return root

@@ -71,7 +71,7 @@ def test_script_prints_one_line_and_exits_2(run_script, tmp_path):
 def test_resume_file_that_is_not_a_checkpoint(run_cli, tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("not a checkpoint")
-    with pytest.raises(UserError, match=r"--resume_path .*notes.txt is (refused|not a readable checkpoint)"):
+    with pytest.raises(UserError, match=r"--resume_path .*notes.txt is (refused|not a readable checkpoint|not a checkpoint)"):
         run_cli(BASE + ["--resume_path", str(path)])
 
 

@@ -15,8 +15,8 @@ import pytest
 pytestmark = pytest.mark.real_data
 
 
-def test_forgetting_is_targeted_on_real_mnist(run_cli, real_data_root):
-    common = ["--data_dir", real_data_root, "--seed", "1", "--no_wandb", "--no_plot", "--no_tensorboard",
+def test_forgetting_is_targeted_on_real_mnist(run_cli, forgetting_data):
+    common = ["--data_dir", str(forgetting_data("MNIST/raw")), "--seed", "1", "--no_wandb", "--no_plot", "--no_tensorboard",
               "--print_every", "50", "--device", "cpu"]
     # KE-style (C1 shortened): 1 200 examples, ~10 % random labels, memorised within 1 500 steps.
     ke = run_cli(common + ["--train_perc", "0.02", "--random_perc", "0.1", "--keep_perc", "0.5",

@@ -28,7 +28,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +162,7 @@ class RunLog:
         quiet: bool = False,
         wandb_run: Any = None,
         elapsed: float = 0.0,
+        tensorboard_tag: Callable[[str], str | None] | None = None,
     ) -> None:
         self.dir = directory
         self.quiet = quiet
@@ -172,6 +173,7 @@ class RunLog:
         self._tb = TensorBoardEvents(tb_dir) if tensorboard else None
         self._wandb = wandb_run
         self._start = time.time() - elapsed
+        self._tag = tensorboard_tag
 
     @classmethod
     def create(
@@ -186,6 +188,7 @@ class RunLog:
         wandb: Mapping[str, Any] | None = None,
         exists_hint: str = "choose another output folder, or resume it",
         resume_state: Mapping[str, Any] | None = None,
+        tensorboard_tag: Callable[[str], str | None] | None = None,
     ) -> RunLog:
         """Make (or, with ``resume``, reopen) a run folder and write ``config.json`` atomically.
 
@@ -193,6 +196,9 @@ class RunLog:
         resumed was written; the logs are cut back to that point (``{}``, or
         :data:`EMPTY_STATE`, when the run restarts from nothing). Without it a resumed run
         appends to whatever is there.
+        ``tensorboard_tag``: maps a metric key to its TensorBoard tag (None: not drawn), for
+        packages whose ``metrics.jsonl`` and W&B keys must stay the original's while
+        TensorBoard gets the house namespaces (``train/`` ``test/`` ``eval/`` ``stats/``).
 
         ``wandb``: keyword arguments for ``wandb.init`` (project, group, name …); W&B is
         imported only then, and its absence is a :class:`UserError` with the fix.
@@ -217,7 +223,8 @@ class RunLog:
         wandb_run = init_wandb(config=resolved, **wandb) if wandb is not None else None
         atomic_write_json(path / "config.json", resolved)
         elapsed = float(resume_state.get("elapsed", 0.0)) if resume and resume_state else 0.0
-        log = cls(path, tensorboard=tensorboard, quiet=quiet, wandb_run=wandb_run, elapsed=elapsed)
+        log = cls(path, tensorboard=tensorboard, quiet=quiet, wandb_run=wandb_run, elapsed=elapsed,
+                  tensorboard_tag=tensorboard_tag)
         # The run's configuration travels with its TensorBoard events (once: a resumed run's
         # events continue the first writer's, which already holds it).
         if log._tb is not None and not (resume and resume_state):
@@ -254,6 +261,10 @@ class RunLog:
                 name = prefix + key
                 if is_counter(name):
                     continue  # the x axis of a row, not a measurement
+                if self._tag is not None:
+                    name = self._tag(name)
+                    if name is None:
+                        continue
                 value = _raw(value)
                 if value is None or not isinstance(value, int | float) or isinstance(value, bool):
                     continue

@@ -10,17 +10,14 @@ NumPy generators, the global RNG states, the per-iteration traces so far, the to
 similarities, the evaluations, trackers and weight snapshots, and the RunLog state. A resumed
 run therefore equals an uninterrupted one (on CPU, bit for bit, logs included).
 
-Signals are deferred to the end of the current iteration (:class:`StopRequests`), so the
+Signals are deferred to the end of the current iteration (:class:`forgetting_common.stopping.DeferredStop`), so the
 checkpoint is always taken between two iterations; a second signal stops at once.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +25,11 @@ import numpy as np
 import torch
 from forgetting_common.atomic import atomic_torch_save
 from forgetting_common.cli import config_dict
-from forgetting_common.errors import Terminated, UserError
+from forgetting_common.errors import UserError
 from forgetting_common.safeload import load_checkpoint
 from forgetting_common.seeding import get_rng_state, set_rng_state
+
+from ease_of_teaching.cli import Flags
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = "ease_of_teaching.forget_train/1"
@@ -40,73 +39,13 @@ OPERATIONAL = frozenset({"resume", "quiet", "num_threads", "device", "gpu", "che
                          "print_config", "no_wandb", "jupyter", "out_dir"})
 
 
-class StopRequests:
-    """Ctrl-C / SIGTERM inside the training loop, remembered until the end of the iteration.
-
-    The loop asks :attr:`requested` after each iteration, writes a checkpoint, and calls
-    :meth:`stop`, which raises what the signal would have raised (``KeyboardInterrupt`` or
-    :class:`forgetting_common.errors.Terminated`). A second signal raises at once.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self, prog: str) -> None:
-        self.prog = prog
-        self.signum: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> StopRequests:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._old[sig] = signal.getsignal(sig)
-                signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum: int, frame: Any) -> None:  # noqa: ARG002 (signal handler signature)
-        if self.signum is not None:
-            self._raise(signum)
-        self.signum = signum
-        print(f"{self.prog}: {signal.Signals(signum).name} received: stopping after this iteration "
-              "(send it again to stop at once)", file=sys.stderr, flush=True)
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-    def stop(self) -> None:
-        assert self.signum is not None
-        self._raise(self.signum)
-
-    @staticmethod
-    def _raise(signum: int) -> None:
-        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
-
-
-def progress_bar(log: Any, iterable: Any = None, **kwargs: Any):
-    """``log.progress``, also on a terminal that reports 0 rows (some ptys), where tqdm drew nothing."""
-    bar = log.progress(iterable, **kwargs)
-    size = getattr(bar, "dynamic_ncols", None)
-    if callable(size):
-        def known_rows(fp, size=size):
-            cols, rows = size(fp)
-            return cols, rows if rows and rows > 0 else None
-
-        bar.dynamic_ncols = known_rows
-        bar.nrows = None
-    return bar
-
-
 # --------------------------------------------------------------------------- flags
-def computing_flags(args: argparse.Namespace | dict[str, Any]) -> dict[str, Any]:
+def computing_flags(cfg: Flags) -> dict[str, Any]:
     """The flags that decide what the run computes (everything but :data:`OPERATIONAL`)."""
-    return {k: v for k, v in config_dict(args).items() if k not in OPERATIONAL}
+    return {k: v for k, v in config_dict(cfg.as_dict()).items() if k not in OPERATIONAL}
 
 
-def check_same_flags(saved: dict[str, Any], args: argparse.Namespace, folder: Path) -> None:
+def check_same_flags(saved: dict[str, Any], args: Flags, folder: Path) -> None:
     now = computing_flags(args)
     for key in sorted(set(saved) | set(now)):
         if saved.get(key) != now.get(key):
@@ -116,7 +55,7 @@ def check_same_flags(saved: dict[str, Any], args: argparse.Namespace, folder: Pa
             )
 
 
-def resume_point(args: argparse.Namespace, folder: Path, prog: str,
+def resume_point(args: Flags, folder: Path, prog: str,
                  fmt: str = FORMAT) -> tuple[dict | None, dict | None]:
     """``--resume``: the checkpoint (None: start from the beginning) and the run's first config."""
     path = folder / CHECKPOINT
@@ -160,7 +99,7 @@ def trainer_state(tr: Any, next_iter: int, traces: dict[str, torch.Tensor], mask
     team = tr.team
     return {
         "format": FORMAT,
-        "flags": computing_flags(tr.args),
+        "flags": computing_flags(tr.config),
         "next_iter": next_iter,
         "sbot": team.sbot.state_dict(), "rbot": team.rbot.state_dict(),
         "s_opt": team.s_opt.state_dict(), "r_opt": team.r_opt.state_dict(),
@@ -208,7 +147,7 @@ def restore_trainer(tr: Any, state: dict, traces: dict[str, torch.Tensor]) -> tu
     return next_iter, masks
 
 
-def save_mixed_checkpoint(args: argparse.Namespace, log: Any, next_iter: int, live: Any, opt: Any,
+def save_mixed_checkpoint(args: Flags, log: Any, next_iter: int, live: Any, opt: Any,
                           records: list[dict]) -> Path:
     """The mixed-language run after ``next_iter`` iterations. The permutation, object order,
     initial weights and fixed masks are re-drawn from ``--seed`` on resume, as at the start."""

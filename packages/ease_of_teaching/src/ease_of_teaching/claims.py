@@ -3,8 +3,8 @@
 Two sweeps of original scripts: ``forget_train.py`` in three regimes (no reset, reset receiver,
 PBF) x seeds, each also teaching its final language to fresh receivers (ease of teaching), and
 ``mixed_language_forget_samebatch.py`` with the README's two forgetting variants (C6 random
-re-init, C7 init-magnitude zero mask) x seeds. ``read`` uses the per-run analysis of the
-package's reduced reproduction (``ease_of_teaching.reproduce``); each claim measures its numbers.
+re-init, C7 init-magnitude zero mask) x seeds. ``read`` uses the per-run analysis in
+``ease_of_teaching.analysis``; each claim measures its numbers.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from forgetting_common.figures import save_figure
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2]
 TITLE = "Fortuitous forgetting: emergent communication (Zhou et al., 2022)"
@@ -26,7 +27,7 @@ REGIMES = ("no reset", "reset receiver", "PBF")
 
 def _game_grid(T: int, seeds: list[int], receivers: int, iters: int):
     def grid() -> list[dict]:
-        from ease_of_teaching.reproduce import regimes
+        from ease_of_teaching.analysis import regimes
 
         return [{"name": f"{label.replace(' ', '_')}_seed{s}", "script": "forget_train.py",
                  "args": ["--fname", "run", "--seed", str(s), "--no_wandb", "--trainIters", str(T), "--out_dir", "{out}",
@@ -52,7 +53,7 @@ def _clean(x):
 
 
 def read_game(run: dict, out: Path) -> dict:
-    from ease_of_teaching.reproduce import analyse_game, game_run_record
+    from ease_of_teaching.analysis import analyse_game, game_run_record
 
     rec = game_run_record(out / "run")
     analysis = analyse_game(run["labels"]["regime"], rec)
@@ -118,8 +119,7 @@ def figure_game(key: str, ylabel: str):
         ax.set_xticks(range(len(REGIMES)), REGIMES)
         ax.set(ylabel=ylabel, title=f"{ylabel} per regime (bars: mean; dots: seeds)")
         fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        save_figure(fig, path, dpi=120)
     return figure
 
 
@@ -137,8 +137,7 @@ def figure_mixed(values: dict, measured: dict, path: Path) -> None:
     ax.set(ylabel="copy exact match after forgetting (%)", title="mixed language: which half survives forgetting")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 GAME_DATA = {"smoke": "none (game), 12k its (one receiver reset), seed 0, 2 fresh receivers x 100 its",
@@ -171,7 +170,7 @@ def paper() -> dict:
                      "read": read_game, "resume_args": ["--resume"]},
             "mixed": {"grids": {"smoke": _mixed_grid(200, [0, 1]), "cpu": _mixed_grid(700, [0, 1, 2, 3, 4]),
                                 "paper": _mixed_grid(700, [0, 1, 2, 3, 4])},
-                      "read": read_mixed},
+                      "read": read_mixed, "resume_args": ["--resume"]},
         },
         "claims": [
             {"name": "game_learnt", "sweep": "game", "statement": "the referential game is learnt (Li & Bowling calibration)",

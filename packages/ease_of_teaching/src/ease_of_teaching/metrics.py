@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
+from scipy.stats import spearmanr
 
 from ease_of_teaching.game import (
     COLOR_NAMES,
@@ -74,13 +74,11 @@ def message_ids(messages: np.ndarray, vocab: int = VOCAB_SIZE) -> np.ndarray:
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman's rho with average ranks; NaN when either side is constant."""
+    """Spearman's rho (``scipy.stats.spearmanr``, average ranks for ties, as the original called
+    it); NaN when either side is constant, without scipy's warning."""
     if np.all(x == x[0]) or np.all(y == y[0]):
         return math.nan
-    rx, ry = rankdata(x), rankdata(y)
-    rx -= rx.mean()
-    ry -= ry.mean()
-    return float((rx * ry).sum() / math.sqrt((rx * rx).sum() * (ry * ry).sum()))
+    return float(spearmanr(x, y).statistic)
 
 
 def topographic_similarity(messages, objects=None) -> float:

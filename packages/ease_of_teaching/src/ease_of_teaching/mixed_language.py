@@ -11,30 +11,29 @@ weights every ``--reset_every`` iterations (forget-and-relearn).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from forgetting_common import cli
+from forgetting_common.cli import maybe_print_config
 from forgetting_common.device import resolve_device
 from forgetting_common.errors import UserError
 from forgetting_common.runlog import EMPTY_STATE, RunLog
 from forgetting_common.seeding import seed_everything
+from forgetting_common.stopping import DeferredStop
 
 from ease_of_teaching import plots
 from ease_of_teaching.checkpoint import (
     CHECKPOINT,
     FORMAT_MIXED,
-    StopRequests,
-    progress_bar,
     remove_checkpoint,
     restore_mixed,
     resume_point,
     save_mixed_checkpoint,
 )
+from ease_of_teaching.cli import MixedConfig, parse_mixed_config
 from ease_of_teaching.game import (
     NUM_OBJECTS,
     Sender,
@@ -44,70 +43,17 @@ from ease_of_teaching.game import (
     partial_forget,
 )
 from ease_of_teaching.metrics import perfect_language, step_entropies
-from ease_of_teaching.outputs import (
-    check_group_vars,
-    clear_old_tensorboard,
-    group_name,
-    set_threads,
-    wandb_settings,
-)
+from ease_of_teaching.outputs import clear_old_tensorboard, set_threads, wandb_settings
+from ease_of_teaching.tensorboard_tags import tensorboard_tag
 
 HALF = NUM_OBJECTS // 2
 PROG = "mixed_language_forget_samebatch.py"
 
 
-def build_parser(prog: str = "mixed_language_forget_samebatch.py") -> argparse.ArgumentParser:
-    p = cli.OneLineErrorParser(prog=prog, description="Targeted forgetting on a mixed compositional/permuted language")
-    p.add_argument("--gpu", type=int, default=0, help="CUDA index used when --device is auto and CUDA is present")
-    p.add_argument("--fname", type=str, default="test", help="run group; outputs go to <out_dir>/<fname>/")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--jupyter", action="store_true", help="accepted, unused")
-    p.add_argument("--slambda", type=float, default=0.1, help="accepted, unused here")
-    p.add_argument("--rlambda", type=float, default=0.1, help="accepted, unused here")
-    p.add_argument("--receiverNum", type=int, default=1, help="accepted, unused")
-    p.add_argument("--topk", type=int, default=3, help="accepted, unused here")
-    p.add_argument("--evaluateSize", type=int, default=1000, help="accepted, unused")
-    p.add_argument("--trainIters", type=cli.positive_int, default=700, help="training iterations")
-    p.add_argument("--resetNum", type=cli.positive_int, default=50, help="accepted, unused here")
-    p.add_argument("--batchSize", type=int, default=32, help="accepted, unused (the batch is the 32 objects)")
-    p.add_argument("--sLearnRate", type=cli.positive_float, default=0.001,
-                   help="Adam learning rate of the imitation sender")
-    p.add_argument("--rLearnRate", type=float, default=0.001, help="accepted, unused")
-    p.add_argument("--same_mask", action="store_true", help="masks fixed once from the initial weights")
-    p.add_argument("--weight_mask", action="store_true", help="forget the smallest-magnitude weights (else random)")
-    p.add_argument("--reset_to_zero", action="store_true", help="set forgotten weights to 0 (else re-initialise)")
-    p.add_argument("--reset_every", type=cli.positive_int, default=1,
-                   help="with --train_with_reset: the live sender takes the forgotten copy every n iterations")
-    p.add_argument("--train_with_reset", action="store_true", help="make the forgetting real (forget and relearn)")
-    p.add_argument("--keep_perc", type=cli.fraction, default=1, help="fraction of each tensor kept")
-    p.add_argument("--group_vars", type=str, nargs="+", default="", help="options naming the run (and W&B run)")
-    p.add_argument("--no_wandb", action="store_true", help="do not write to wandb")
-    p.add_argument("--iter_per_batch", type=int, default=1, help="accepted, unused in this variant")
-    cli.add_common_flags(p)
-    p.add_argument("--out_dir", default=".", help="folder holding <fname>/ (default: here)")
-    p.add_argument("--overwrite", action="store_true", help="replace a finished run in the same folder")
-    p.add_argument("--num_threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the interrupted run in its folder from checkpoint.pt (same flags)")
-    p.add_argument("--checkpoint_every", type=cli.non_negative_int, default=100,
-                   help="write checkpoint.pt in the run folder every n iterations (0: only on Ctrl-C/SIGTERM); "
-                   "removed when the run finishes")
-    return p
-
-
-def validate(args: argparse.Namespace) -> None:
-    if args.reset_every != 1 and not args.train_with_reset:
-        raise UserError("--reset_every has no effect without --train_with_reset")
-    if args.num_threads < 0:
-        raise UserError(f"--num_threads must be >= 0, got {args.num_threads}")
-    if args.group_vars:
-        check_group_vars(args, args.group_vars)
-
-
-def run_folder(args: argparse.Namespace) -> Path:
+def run_folder(cfg: MixedConfig) -> Path:
     """``<out_dir>/<fname>/<run name>`` with ``--group_vars`` (the original's W&B group/run), else ``<out_dir>/<fname>``."""
-    base = Path(args.out_dir) / args.fname
-    return base / group_name(args, args.group_vars) if args.group_vars else base
+    base = Path(cfg.out_dir) / cfg.fname
+    return base / cfg.run_name() if cfg.group_vars else base
 
 
 def mixed_targets(perm: torch.Tensor, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -145,15 +91,15 @@ def half_metrics(loss, message, log_probs, targets, prefix: str = "") -> dict[st
     return {prefix + k: v for k, v in out.items()}
 
 
-def run(args: argparse.Namespace, device: torch.device, log: RunLog, state: dict | None = None) -> list[dict]:
+def run(cfg: MixedConfig, device: torch.device, log: RunLog, state: dict | None = None) -> list[dict]:
     """Train and probe; from the checkpoint ``state`` (everything before it re-drawn from the seed)."""
-    seed_everything(args.seed)
+    seed_everything(cfg.seed)
     # RNG order of the original: permutation, live sender, clone, [fixed random masks], object order
     perm = torch.randperm(NUM_OBJECTS)
     live = Sender().to(device)
     clone = Sender().to(device)
-    opt = make_adam(live.parameters(), args.sLearnRate)
-    fixed = build_model_masks(live, args.keep_perc, args.weight_mask) if args.same_mask else None
+    opt = make_adam(live.parameters(), cfg.sLearnRate)
+    fixed = build_model_masks(live, cfg.keep_perc, cfg.weight_mask) if cfg.same_mask else None
     order = np.random.choice(NUM_OBJECTS, NUM_OBJECTS, replace=False)
     order, messages = mixed_targets(perm, order)
     attrs = attribute_table(device)[torch.from_numpy(order).to(device)]
@@ -161,9 +107,9 @@ def run(args: argparse.Namespace, device: torch.device, log: RunLog, state: dict
     log.write_json("language.json", {"object_order": order.tolist(), "target_messages": messages.tolist(),
                                      "permutation": perm.tolist()})
     start, records = restore_mixed(state, live, opt) if state is not None else (0, [])
-    every = args.checkpoint_every
-    with StopRequests(PROG) as stop:
-        for i in progress_bar(log, range(start, args.trainIters), desc=args.fname, total=args.trainIters,
+    every = cfg.checkpoint_every
+    with DeferredStop(PROG, unit="iteration") as stop:
+        for i in log.progress(range(start, cfg.trainIters), desc=cfg.fname, total=cfg.trainIters,
                               initial=start):
             live.train()
             loss, message, lp = imitation_forward(live, attrs, targets)
@@ -173,16 +119,16 @@ def run(args: argparse.Namespace, device: torch.device, log: RunLog, state: dict
             with torch.no_grad():
                 rec = {"Iter": i, **half_metrics(loss.detach(), message, lp, targets)}
                 clone.load_state_dict(live.state_dict())
-                masks = fixed if fixed is not None else build_model_masks(clone, args.keep_perc, args.weight_mask)
-                partial_forget(clone, masks, args.reset_to_zero)
+                masks = fixed if fixed is not None else build_model_masks(clone, cfg.keep_perc, cfg.weight_mask)
+                partial_forget(clone, masks, cfg.reset_to_zero)
                 c_loss, c_msg, c_lp = imitation_forward(clone, attrs, targets)
                 rec.update(half_metrics(c_loss, c_msg, c_lp, targets, prefix="Copy "))
-            if args.train_with_reset and i % args.reset_every == 0:
+            if cfg.train_with_reset and i % cfg.reset_every == 0:
                 live.load_state_dict(clone.state_dict())  # Adam state kept, as the original
             log.log(rec, step=i)
             records.append(rec)
-            if stop.requested or (every and (i + 1) % every == 0 and i + 1 < args.trainIters):
-                save_mixed_checkpoint(args, log, i + 1, live, opt, records)
+            if stop.requested or (every and (i + 1) % every == 0 and i + 1 < cfg.trainIters):
+                save_mixed_checkpoint(cfg, log, i + 1, live, opt, records)
             if stop.requested:
                 print(f"{PROG}: checkpoint {log.dir / CHECKPOINT} after iteration {i}; continue with the same "
                       "flags and --resume", file=sys.stderr)
@@ -212,46 +158,42 @@ def summarize(records: list[dict], lo: int | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict | None:
-    args = build_parser().parse_args(argv)
-    validate(args)
-    cfg = cli.config_dict(args)
-    cfg["resetIter"] = args.trainIters // args.resetNum
-    if args.group_vars:
-        cfg["run_name"] = group_name(args, args.group_vars)
-    if cli.maybe_print_config({**cfg, "print_config": args.print_config}):
+    cfg = parse_mixed_config(argv)
+    resolved = cfg.resolved()
+    if maybe_print_config({**resolved, "print_config": cfg.print_config}):
         return None
-    device = resolve_device(args.device)
-    if args.device == "auto" and device.type == "cuda":
-        if args.gpu >= torch.cuda.device_count():
-            raise UserError(f"--gpu {args.gpu}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-        device = torch.device(f"cuda:{args.gpu}")
-    set_threads(device, args.num_threads)
-    cfg["resolved_device"] = str(device)
-    folder = run_folder(args)
+    device = resolve_device(cfg.device)
+    if cfg.device == "auto" and device.type == "cuda":
+        if cfg.gpu >= torch.cuda.device_count():
+            raise UserError(f"--gpu {cfg.gpu}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        device = torch.device(f"cuda:{cfg.gpu}")
+    set_threads(device, cfg.num_threads)
+    resolved["resolved_device"] = str(device)
+    folder = run_folder(cfg)
     state = saved_config = None
-    if args.resume:
-        if args.overwrite:
+    if cfg.resume:
+        if cfg.overwrite:
             raise UserError("--resume continues a run and --overwrite replaces it; pass one of them")
-        state, saved_config = resume_point(args, folder, PROG, FORMAT_MIXED)
-    elif args.overwrite and (folder / "config.json").exists():
-        clear_old_tensorboard(folder, args.overwrite)
+        state, saved_config = resume_point(cfg, folder, PROG, FORMAT_MIXED)
+    elif cfg.overwrite and (folder / "config.json").exists():
+        clear_old_tensorboard(folder, cfg.overwrite)
         remove_checkpoint(folder)  # a later --resume must not pick up the replaced run's state,
         (folder / "summary.json").unlink(missing_ok=True)  # nor take the folder for a finished run
-    log = RunLog.create(folder, saved_config or cfg, overwrite=args.overwrite, quiet=args.quiet,
-                        wandb=wandb_settings(args, "ease_of_teaching_target"), resume=args.resume,
-                        resume_state=state["runlog"] if state is not None else EMPTY_STATE,
-                        exists_hint="continue it with --resume, or replace it with --overwrite")
+    log = RunLog.create(folder, saved_config or resolved, overwrite=cfg.overwrite, quiet=cfg.quiet,
+                              wandb=wandb_settings(cfg, "ease_of_teaching_target"), resume=cfg.resume,
+                              resume_state=state["runlog"] if state is not None else EMPTY_STATE,
+                              exists_hint="continue it with --resume, or replace it with --overwrite", tensorboard_tag=tensorboard_tag)
     print(f"{PROG}: writing to {folder}" + (f" (resuming after iteration {state['next_iter'] - 1})"
                                             if state is not None else ""), file=sys.stderr)
     try:
-        records = run(args, device, log, state)
+        records = run(cfg, device, log, state)
         summary = summarize(records)
         log.write_json("summary.json", summary)
         plots.plot_mixed(folder / "copy_accuracy.png", records, title=folder.name)
         remove_checkpoint(folder)
     finally:
         log.close()
-    if not args.quiet:
+    if not cfg.quiet:
         gap = summary["copy gap (Perfect - Permuted)"]
         print(f"{folder}: mean copy exact match, compositional minus permuted half: {gap:.1f} points")
     return summary

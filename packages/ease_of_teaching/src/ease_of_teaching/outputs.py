@@ -1,9 +1,9 @@
-"""Small helpers shared by the scripts: atomic array files, W&B run names, thread settings."""
+"""Small helpers shared by the scripts: atomic array files, W&B settings, thread settings, and the
+files of a finished ``forget_train.py`` run."""
 
 from __future__ import annotations
 
 import io
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,23 +11,17 @@ from typing import Any
 import numpy as np
 import torch
 from forgetting_common.atomic import atomic_write_bytes, atomic_write_text
-from forgetting_common.errors import UserError
 from forgetting_common.runlog import wandb_available
 
 from ease_of_teaching import metrics as MET
 from ease_of_teaching import plots
+from ease_of_teaching.cli import Flags
 
 
 def save_npy(path: Path, array: Any, allow_pickle: bool = False) -> Path:
     """``np.save`` through a temporary file and a rename."""
     buf = io.BytesIO()
     np.save(buf, array, allow_pickle=allow_pickle)
-    return atomic_write_bytes(path, buf.getvalue())
-
-
-def save_npz(path: Path, **arrays: Any) -> Path:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
     return atomic_write_bytes(path, buf.getvalue())
 
 
@@ -45,27 +39,16 @@ def save_h5(path: Path, attrs: dict[str, Any] | None = None, **datasets: Any) ->
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def group_name(args, group_vars) -> str:
-    """The original run name ``var1<val1>_var2<val2>...`` built from ``--group_vars``."""
-    return "_".join(f"{var}{getattr(args, var)}" for var in group_vars)
-
-
-def check_group_vars(args, group_vars) -> None:
-    unknown = [v for v in group_vars if not hasattr(args, v)]
-    if unknown:
-        raise UserError(f"--group_vars names unknown option(s): {', '.join(unknown)}")
-
-
-def wandb_settings(args, project: str) -> dict | None:
+def wandb_settings(cfg: Flags, project: str) -> dict | None:
     """W&B as the original: only without ``--no_wandb`` and with ``--group_vars``; skipped
     with a note when wandb is not installed (the run still writes its local outputs)."""
-    if args.no_wandb or not args.group_vars:
+    if cfg.no_wandb or not cfg.group_vars:
         return None
     if not wandb_available():
         print("note: wandb is not installed; logging locally only (pass --no_wandb to silence this)",
               file=sys.stderr)
         return None
-    return {"project": project, "group": args.fname, "name": group_name(args, args.group_vars)}
+    return {"project": project, "group": cfg.fname, "name": cfg.run_name()}
 
 
 def clear_old_tensorboard(folder: Path, overwrite: bool) -> None:
@@ -85,7 +68,7 @@ def set_threads(device: torch.device, num_threads: int | None) -> None:
 
 def write_run_outputs(tr, speech, traces: dict[str, torch.Tensor]) -> tuple[dict, list]:
     """Every file of a finished ``forget_train.py`` run; returns the summary and the language table."""
-    a, out, log = tr.args, tr.log.dir, tr.log
+    a, out, log = tr.config, tr.log.dir, tr.log
     table = MET.language_table(speech.message, speech.prob, a.topk)
     save_npy(out / "langDict.npy", np.array(table, dtype=object), allow_pickle=True)
     log.write_json("langDict.json", table)
@@ -100,9 +83,9 @@ def write_run_outputs(tr, speech, traces: dict[str, torch.Tensor]) -> tuple[dict
     save_npy(out / "dTopoNew.npy", tr.dTopoNew)
     save_npy(out / "dEntropy.npy", tr.dEntropy)
     iters = [k * tr.reset_iter for k in range(a.resetNum)] + [a.trainIters]
-    topo = {"Iter": iters, "Topographic Similarity": _nan_list(tr.dTopo),
-            "New Topographic Similarity": _nan_list(tr.dTopoNew),
-            "Deterministic Entropy": _nan_list(tr.dEntropy)}
+    topo = {"Iter": iters, "Topographic Similarity": tr.dTopo.tolist(),
+            "New Topographic Similarity": tr.dTopoNew.tolist(),
+            "Deterministic Entropy": tr.dEntropy.tolist()}
     log.write_json("topo.json", topo)
     if tr.eval_acc:
         save_npy(out / "evalAcc.npy", np.stack(tr.eval_acc))
@@ -120,8 +103,8 @@ def write_run_outputs(tr, speech, traces: dict[str, torch.Tensor]) -> tuple[dict
     summary = {
         "fname": a.fname, "seed": a.seed, "trainIters": a.trainIters, "resetIter": tr.reset_iter,
         "final_train_acc_last1000": float(acc_np[-n_last:].mean()),
-        "initial_topo": _nan(tr.dTopo[0]), "final_topo": _nan(tr.dTopo[-1]),
-        "mean_topo_last3_boundaries": _nan(np.nanmean(tr.dTopo[-4:-1])) if a.resetNum > 1 else None,
+        "initial_topo": float(tr.dTopo[0]), "final_topo": float(tr.dTopo[-1]),
+        "mean_topo_last3_boundaries": float(np.nanmean(tr.dTopo[-4:-1])) if a.resetNum > 1 else None,
         "ease_of_teaching": tr.eval_meta[-1] if tr.eval_meta else None,
     }
     log.write_json("summary.json", summary)
@@ -129,11 +112,3 @@ def write_run_outputs(tr, speech, traces: dict[str, torch.Tensor]) -> tuple[dict
                    tr.eval_acc, tr.eval_meta, title=a.fname)
     return summary, table
 
-
-def _nan(x) -> float | None:
-    x = float(x)
-    return None if math.isnan(x) else x
-
-
-def _nan_list(arr) -> list:
-    return [_nan(x) for x in arr]

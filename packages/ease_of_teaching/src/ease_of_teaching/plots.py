@@ -1,16 +1,15 @@
 """PNG figures: per-run curves, the three-regime comparison, and the mixed-language copy curves.
 
-Figures are written atomically (rendered to memory, then renamed into place).
+Figures are written through ``forgetting_common.figures.save_figure`` (atomic, then closed).
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from forgetting_common.atomic import atomic_write_bytes
+from forgetting_common.figures import save_figure
 
 
 def _plt():
@@ -23,10 +22,7 @@ def _plt():
 
 
 def _save(fig, path: Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _plt().close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+    return save_figure(fig, path, dpi=110, bbox_inches="tight")
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:

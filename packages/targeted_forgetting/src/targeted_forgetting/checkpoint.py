@@ -9,25 +9,24 @@ states, the probe records so far, the position (epoch, batch within it, iteratio
 RunLog state, so a resumed run continues exactly where the checkpoint left off: its outputs
 equal an uninterrupted run's (on CPU, bit for bit).
 
-Signals are deferred to the end of the current iteration (:class:`StopRequests`) so the
+Signals are deferred to the end of the current iteration (:class:`forgetting_common.stopping.DeferredStop`) so the
 checkpoint is always taken at a consistent point; a second signal stops at once.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 from forgetting_common.atomic import atomic_torch_save
 from forgetting_common.cli import config_dict
-from forgetting_common.errors import Terminated, UserError
+from forgetting_common.errors import UserError
 from forgetting_common.safeload import load_checkpoint
 from forgetting_common.seeding import get_rng_state, set_rng_state
+
+from targeted_forgetting.cli import Config
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = "targeted_forgetting.mixed_group_training/1"
@@ -36,60 +35,14 @@ OPERATIONAL = frozenset({"resume", "quiet", "num_threads", "device", "no_plot", 
                          "num_workers", "print_config", "no_wandb"})
 
 
-class StopRequests:
-    """Ctrl-C / SIGTERM inside the training loop, remembered until the end of the iteration.
-
-    The loop asks :attr:`requested` after each iteration, writes a checkpoint, and calls
-    :meth:`stop`, which raises what the signal would have raised (``KeyboardInterrupt`` or
-    :class:`forgetting_common.errors.Terminated`). A second signal raises at once.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self, prog: str) -> None:
-        self.prog = prog
-        self.signum: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> StopRequests:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._old[sig] = signal.getsignal(sig)
-                signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum: int, frame: Any) -> None:  # noqa: ARG002 (signal handler signature)
-        if self.signum is not None:
-            self._raise(signum)
-        self.signum = signum
-        print(f"{self.prog}: {signal.Signals(signum).name} received: stopping after this iteration "
-              "(send it again to stop at once)", file=sys.stderr, flush=True)
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-    def stop(self) -> None:
-        assert self.signum is not None
-        self._raise(self.signum)
-
-    @staticmethod
-    def _raise(signum: int) -> None:
-        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
-
-
-def computing_flags(args: argparse.Namespace | dict[str, Any]) -> dict[str, Any]:
+def computing_flags(flags: dict[str, Any]) -> dict[str, Any]:
     """The flags that decide what the run computes (everything but :data:`OPERATIONAL`)."""
-    return {k: v for k, v in config_dict(args).items() if k not in OPERATIONAL}
+    return {k: v for k, v in config_dict(flags).items() if k not in OPERATIONAL}
 
 
-def check_same_flags(saved: dict[str, Any], args: argparse.Namespace, path: Path) -> None:
+def check_same_flags(saved: dict[str, Any], cfg: Config, path: Path) -> None:
     """A resume must use the flags the run started with; the first difference is one line."""
-    now = computing_flags(args)
+    now = computing_flags(cfg.as_dict())
     for key in sorted(set(saved) | set(now)):
         if saved.get(key) != now.get(key):
             raise UserError(
@@ -102,12 +55,12 @@ def experiment_state(exp: Any, log: Any) -> dict[str, Any]:
     """Everything :func:`restore_experiment` needs, as tensors and plain values."""
     return {
         "format": FORMAT,
-        "flags": computing_flags(exp.args),
+        "flags": computing_flags(exp.config.as_dict()),
         "model": exp.model.state_dict(),
         "optimizer": exp.optimizer.state_dict(),
         "init_weights": exp.init_weights,
-        "fixed_masks": exp.cfg.fixed_masks,
-        "rewind_to_init": exp.cfg.rewind_to_init,
+        "fixed_masks": exp.forget.fixed_masks,
+        "rewind_to_init": exp.forget.rewind_to_init,
         "print_every": exp.print_every,
         "iterations": exp.iterations,
         "epoch": exp.epoch,
@@ -126,12 +79,12 @@ def save_checkpoint(exp: Any, log: Any, run_dir: Path) -> Path:
     return atomic_torch_save(experiment_state(exp, log), run_dir / CHECKPOINT)
 
 
-def read_checkpoint(path: Path, args: argparse.Namespace) -> dict[str, Any]:
+def read_checkpoint(path: Path, cfg: Config) -> dict[str, Any]:
     """Load a checkpoint safely and check it belongs to this script and these flags."""
     state = load_checkpoint(path, what="--resume: checkpoint")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"--resume: {path} is not a mixed_group_training.py checkpoint")
-    check_same_flags(state["flags"], args, path.parent)
+    check_same_flags(state["flags"], cfg, path.parent)
     return state
 
 
@@ -142,9 +95,9 @@ def restore_experiment(exp: Any, state: dict[str, Any]) -> None:
     exp.optimizer.load_state_dict(state["optimizer"])
     exp.init_weights = ({k: v.to(device) for k, v in state["init_weights"].items()}
                         if state["init_weights"] is not None else None)
-    exp.cfg.fixed_masks = ({k: v.to(device) for k, v in state["fixed_masks"].items()}
+    exp.forget.fixed_masks = ({k: v.to(device) for k, v in state["fixed_masks"].items()}
                            if state["fixed_masks"] is not None else None)
-    exp.cfg.rewind_to_init = bool(state["rewind_to_init"])
+    exp.forget.rewind_to_init = bool(state["rewind_to_init"])
     exp.print_every = int(state["print_every"])
     exp.iterations = int(state["iterations"])
     exp.epoch = int(state["epoch"])
@@ -163,11 +116,11 @@ def remove_checkpoint(run_dir: Path) -> None:
     (run_dir / CHECKPOINT).unlink(missing_ok=True)
 
 
-def resume_point(args: argparse.Namespace) -> tuple[Path, dict[str, Any] | None, dict[str, Any] | None]:
+def resume_point(cfg: Config) -> tuple[Path, dict[str, Any] | None, dict[str, Any] | None]:
     """``--resume``: the run folder, its checkpoint (None: start from the beginning) and its config."""
-    run_dir = Path(args.save_path) / args.fname
+    run_dir = Path(cfg.save_path) / cfg.fname
     if (run_dir / CHECKPOINT).is_file():
-        state = read_checkpoint(run_dir / CHECKPOINT, args)
+        state = read_checkpoint(run_dir / CHECKPOINT, cfg)
         try:
             config = json.loads((run_dir / "config.json").read_text())
         except (OSError, ValueError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from forgetting_common.figures import save_figure
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2]
 TITLE = "Fortuitous forgetting: targeted forgetting (Zhou et al., 2022)"
@@ -29,8 +30,7 @@ def _grid(flags: list[str], iters: int, seeds: list[int], extra: tuple[str, ...]
 
 
 def read_groups(run: dict, out: Path) -> dict:
-    from targeted_forgetting.plotting import summarize
-    from targeted_forgetting.report import load_run
+    from targeted_forgetting.plots import load_run, summarize
 
     records, _ = load_run(str(out / "run"))
     s = summarize(records, records[-1]["Iter"] / 2)
@@ -66,8 +66,7 @@ def _figure(names: tuple[str, str]):
         ax.set(ylabel="training accuracy (%)", title=f"drop gap {measured['drop_gap']:.1f} points")
         ax.legend()
         fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        save_figure(fig, path, dpi=120)
     return figure
 
 
@@ -86,10 +85,10 @@ def paper() -> dict:
         "sweeps": {
             "ke": {"grids": {"smoke": _grid(C1, 1000, [1]), "cpu": _grid(C1, 20000, seeds3),
                              "paper": _grid(C1, 50000, [1, 2, 3, 4, 5])},
-                   "read": read_groups, "needs_data": True},
+                   "read": read_groups, "resume_args": ["--resume"], "needs_data": True},
             "imp": {"grids": {"smoke": _grid(C2, 300, [1]), "cpu": _grid(C2, 10000, seeds3),
                               "paper": _grid(C2, 50000, [1, 2, 3, 4, 5])},
-                    "read": read_groups, "needs_data": True},
+                    "read": read_groups, "resume_args": ["--resume"], "needs_data": True},
         },
         "claims": [
             {"name": "ke_hits_mislabelled", "sweep": "ke",

@@ -1,8 +1,11 @@
-"""The command line of ``mixed_group_training.py``: every original flag, plus the extensions."""
+"""The command line of ``mixed_group_training.py``: every original flag, plus the extensions,
+parsed once into the frozen :class:`Config` the rest of the package takes."""
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, fields
+from typing import Any
 
 from forgetting_common.cli import (
     OneLineErrorParser,
@@ -76,3 +79,62 @@ def make_parser(prog: str = "mixed_group_training.py") -> argparse.ArgumentParse
                    help="write SAVE_PATH/FNAME/checkpoint.pt every n iterations (0: only on Ctrl-C/SIGTERM); "
                    "it is removed when the run finishes")
     return p
+
+
+@dataclass(frozen=True)
+class Config:
+    """One run's flags under their original names, in the parser's order (config.json keeps it)."""
+
+    seed: int
+    train_iters: int
+    train_perc: float
+    random_perc: float
+    batch_size: int
+    save_path: str
+    fname: str
+    print_every: int
+    resume_path: str | None
+    rewind_to_init: bool
+    fixed_mask: bool
+    train_data: str
+    arch: str
+    same_mask: bool
+    weight_mask: bool
+    reset_to_zero: bool
+    margin_groups: bool
+    keep_perc: float
+    group_vars: str | tuple[str, ...]
+    no_wandb: bool
+    lr: float
+    opt: str
+    rewind_to_epoch: int
+    num_workers: int
+    device: str
+    print_config: bool
+    quiet: bool
+    data_source: str
+    train_limit: int | None
+    test_limit: int | None
+    data_dir: str | None
+    no_download: bool
+    reinit_scope: str
+    num_threads: int
+    no_plot: bool
+    no_tensorboard: bool
+    resume: bool
+    checkpoint_every: int
+
+    @classmethod
+    def from_namespace(cls, args: argparse.Namespace) -> Config:
+        values = vars(args).copy()
+        if isinstance(values["group_vars"], list):
+            values["group_vars"] = tuple(values["group_vars"])
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The flags as argparse would hold them, keyed by the original names."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def parse_config(argv: list[str] | None = None) -> Config:
+    return Config.from_namespace(make_parser().parse_args(argv))

@@ -10,7 +10,6 @@ as in the original. The live network is never changed by a probe.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
@@ -30,17 +29,17 @@ from forgetting_common.masks import snapshot
 from forgetting_common.runlog import EMPTY_STATE, RunLog, wandb_available
 from forgetting_common.safeload import load_checkpoint
 from forgetting_common.seeding import make_generator, seed_everything
+from forgetting_common.stopping import DeferredStop
 from torch import nn
 
 from targeted_forgetting.checkpoint import (
     CHECKPOINT,
-    StopRequests,
     remove_checkpoint,
     restore_experiment,
     resume_point,
     save_checkpoint,
 )
-from targeted_forgetting.cli import make_parser
+from targeted_forgetting.cli import Config, parse_config
 from targeted_forgetting.data import load_train_data
 from targeted_forgetting.forgetting import (
     ForgetConfig,
@@ -50,8 +49,8 @@ from targeted_forgetting.forgetting import (
 )
 from targeted_forgetting.metrics import group_stats, margin_groups, probe_record, stdout_line
 from targeted_forgetting.models import build_model, check_arch
-from targeted_forgetting.plotting import plot_runs, summarize
-from targeted_forgetting.report import clean
+from targeted_forgetting.plots import plot_runs, summarize
+from targeted_forgetting.tensorboard_tags import tensorboard_tag
 
 MAX_EPOCHS = 9999  # the original's epoch loop bound
 WANDB_PROJECT = "fortuitous_forgetting"
@@ -59,19 +58,21 @@ WANDB_GROUP = "mixed_group_training"
 
 
 # --------------------------------------------------------------------------- helpers
-def validate(args: argparse.Namespace) -> None:
+def validate(cfg: Config) -> None:
     """Checks that need no data: architecture/dataset fit, W&B run-name variables."""
-    check_arch(args.arch, args.train_data)
-    for var in args.group_vars or []:
-        if not hasattr(args, var):
+    check_arch(cfg.arch, cfg.train_data)
+    flags = cfg.as_dict()
+    for var in cfg.group_vars or []:
+        if var not in flags:
             raise UserError(f"--group_vars {var}: no such flag (use flag names such as seed, keep_perc)")
 
 
-def group_name(args: argparse.Namespace) -> str | None:
+def group_name(cfg: Config) -> str | None:
     """The original's W&B run name ``var1<val1>_var2<val2>…`` from ``--group_vars``."""
-    if not args.group_vars:
+    if not cfg.group_vars:
         return None
-    return "_".join(f"{var}{getattr(args, var)}" for var in args.group_vars)
+    flags = cfg.as_dict()
+    return "_".join(f"{var}{flags[var]}" for var in cfg.group_vars)
 
 
 def wandb_configured() -> bool:
@@ -87,9 +88,9 @@ def wandb_configured() -> bool:
         return False
 
 
-def wandb_settings(args: argparse.Namespace) -> dict[str, Any] | None:
+def wandb_settings(cfg: Config) -> dict[str, Any] | None:
     """``wandb.init`` keyword arguments, or None (with a one-line note) when W&B cannot be used."""
-    if args.no_wandb:
+    if cfg.no_wandb:
         return None
     if not wandb_available():
         print("mixed_group_training.py: note: wandb is not installed; logging to stdout and the run "
@@ -100,7 +101,7 @@ def wandb_settings(args: argparse.Namespace) -> dict[str, Any] | None:
               "~/.netrc entry or WANDB_MODE=offline); logging to stdout and the run folder only",
               file=sys.stderr)
         return None
-    return {"project": WANDB_PROJECT, "group": WANDB_GROUP, "name": group_name(args)}
+    return {"project": WANDB_PROJECT, "group": WANDB_GROUP, "name": group_name(cfg)}
 
 
 def fresh_run_dir(root: str | Path, fname: str) -> Path:
@@ -153,44 +154,44 @@ def resnet_lr(epoch: int) -> float | None:
 class Experiment:
     """Everything one run holds; :meth:`run` trains and probes, returning the records."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        validate(args)
-        self.args = args
-        if args.num_threads:
-            torch.set_num_threads(args.num_threads)
-        self.device = resolve_device(args.device)
-        seed_everything(args.seed)
+    def __init__(self, cfg: Config) -> None:
+        validate(cfg)
+        self.config = cfg
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        self.device = resolve_device(cfg.device)
+        seed_everything(cfg.seed)
         # Models first, from the global RNG seeded with --seed (as the original did).
-        self.model = build_model(args.arch, args.train_data)
-        self.clone = build_model(args.arch, args.train_data)
-        if args.resume_path is not None:
-            load_resume(self.model, args.resume_path)
+        self.model = build_model(cfg.arch, cfg.train_data)
+        self.clone = build_model(cfg.arch, cfg.train_data)
+        if cfg.resume_path is not None:
+            load_resume(self.model, cfg.resume_path)
         self.model.to(self.device)
         self.clone.to(self.device)
-        check_keep_leaves_entries(self.model, args.arch, args.keep_perc, args.same_mask)
+        check_keep_leaves_entries(self.model, cfg.arch, cfg.keep_perc, cfg.same_mask)
         self.data = load_train_data(
-            train_data=args.train_data, data_source=args.data_source, data_dir=args.data_dir,
-            train_limit=args.train_limit, train_perc=args.train_perc, random_perc=args.random_perc,
-            seed=args.seed, download=not args.no_download,
+            train_data=cfg.train_data, data_source=cfg.data_source, data_dir=cfg.data_dir,
+            train_limit=cfg.train_limit, train_perc=cfg.train_perc, random_perc=cfg.random_perc,
+            seed=cfg.seed, download=not cfg.no_download,
         ).to(self.device)
-        if len(self.data) < args.batch_size:
+        if len(self.data) < cfg.batch_size:
             raise UserError(
-                f"the training split has {len(self.data)} examples (train_perc {args.train_perc}), fewer than "
-                f"one batch of --batch_size {args.batch_size}; partial batches are skipped, so nothing would train"
+                f"the training split has {len(self.data)} examples (train_perc {cfg.train_perc}), fewer than "
+                f"one batch of --batch_size {cfg.batch_size}; partial batches are skipped, so nothing would train"
             )
-        self.init_weights = snapshot(self.model) if args.rewind_to_init else None
-        self.mask_gen = make_generator(args.seed, "mask")
-        self.data_gen = make_generator(args.seed, "data")
-        self.aug_gen = make_generator(args.seed, "augment")
-        self.cfg = ForgetConfig(
-            arch=args.arch, keep_perc=args.keep_perc, weight_mask=args.weight_mask,
-            reset_to_zero=args.reset_to_zero, rewind_to_init=args.rewind_to_init,
-            same_mask=args.same_mask, reinit_scope=args.reinit_scope,
+        self.init_weights = snapshot(self.model) if cfg.rewind_to_init else None
+        self.mask_gen = make_generator(cfg.seed, "mask")
+        self.data_gen = make_generator(cfg.seed, "data")
+        self.aug_gen = make_generator(cfg.seed, "augment")
+        self.forget = ForgetConfig(
+            arch=cfg.arch, keep_perc=cfg.keep_perc, weight_mask=cfg.weight_mask,
+            reset_to_zero=cfg.reset_to_zero, rewind_to_init=cfg.rewind_to_init,
+            same_mask=cfg.same_mask, reinit_scope=cfg.reinit_scope,
         )
-        if args.same_mask:
-            self.cfg.fixed_masks = {k: v.to(self.device) for k, v in
-                                    initial_masks(self.model, self.cfg, self.mask_gen).items()}
-        self.optimizer = make_optimizer(self.model, args.train_data, args.arch)
+        if cfg.same_mask:
+            self.forget.fixed_masks = {k: v.to(self.device) for k, v in
+                                    initial_masks(self.model, self.forget, self.mask_gen).items()}
+        self.optimizer = make_optimizer(self.model, cfg.train_data, cfg.arch)
         self.records: list[dict[str, Any]] = []
         self.iterations = 0
         self.epochs = 0
@@ -202,22 +203,22 @@ class Experiment:
         self.seconds = 0.0
         self.resumed = False
         self.bar = None
-        self.print_every = args.print_every
-        if args.rewind_to_epoch > 0:  # probing and rewinding wait for the rewind epoch
-            self.print_every = args.train_iters
-            self.cfg.rewind_to_init = False
+        self.print_every = cfg.print_every
+        if cfg.rewind_to_epoch > 0:  # probing and rewinding wait for the rewind epoch
+            self.print_every = cfg.train_iters
+            self.forget.rewind_to_init = False
 
     def batch_inputs(self, idx: torch.Tensor) -> torch.Tensor:
         x = self.data.images[idx].to(torch.float32).div_(255.0)  # ToTensor scaling, no normalisation
-        if self.args.train_data == "cifar10":
+        if self.config.train_data == "cifar10":
             x = augment_batch(x, crop_padding=4, flip=True, generator=self.aug_gen)
         return x
 
     def probe(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, outputs: torch.Tensor,
               loss: torch.Tensor, epoch: int) -> dict[str, Any]:
-        groups = margin_groups(outputs) if self.args.margin_groups else self.data.groups[idx]
+        groups = margin_groups(outputs) if self.config.margin_groups else self.data.groups[idx]
         before = group_stats(outputs, y, groups)
-        forget_copy(self.model, self.clone, self.cfg, init_weights=self.init_weights, generator=self.mask_gen)
+        forget_copy(self.model, self.clone, self.forget, init_weights=self.init_weights, generator=self.mask_gen)
         with torch.no_grad():
             copy_outputs = self.clone(x)  # the copy stays in train mode, as in the original
         after = group_stats(copy_outputs, y, groups)
@@ -228,12 +229,12 @@ class Experiment:
 
     def start_epoch(self, epoch: int) -> None:
         """What the original did at the top of every epoch (late rewinding, the ResNet schedule)."""
-        args = self.args
-        if args.rewind_to_epoch > 0 and epoch == args.rewind_to_epoch:
-            self.print_every = args.print_every
-            self.cfg.rewind_to_init = True
+        cfg = self.config
+        if cfg.rewind_to_epoch > 0 and epoch == cfg.rewind_to_epoch:
+            self.print_every = cfg.print_every
+            self.forget.rewind_to_init = True
             self.init_weights = snapshot(self.model)
-        if args.train_data == "cifar10" and args.arch == "resnet18":
+        if cfg.train_data == "cifar10" and cfg.arch == "resnet18":
             lr = resnet_lr(epoch)
             if lr is not None:
                 for group in self.optimizer.param_groups:
@@ -268,14 +269,14 @@ class Experiment:
         ``checkpoint`` (if given) is called every ``--checkpoint_every`` iterations and, after
         the current iteration, when Ctrl-C or SIGTERM arrives (then the run stops).
         """
-        args = self.args
-        every = getattr(args, "checkpoint_every", 0) or 0
-        self.bar = progress_bar(log, total=args.train_iters, initial=self.iterations, desc="train") \
+        cfg = self.config
+        every = cfg.checkpoint_every
+        self.bar = log.progress(total=cfg.train_iters, initial=self.iterations, desc="train") \
             if log is not None else None
         n = len(self.data)
         start = time.perf_counter() - self.seconds
         first_epoch, skip = self.epoch, self.batches_in_epoch
-        with StopRequests("mixed_group_training.py") as stop:
+        with DeferredStop("mixed_group_training.py", unit="iteration") as stop:
             for epoch in range(first_epoch, MAX_EPOCHS):
                 if self.resumed and epoch == first_epoch:
                     self.data_gen.set_state(self.epoch_data_state)  # the same order again
@@ -284,7 +285,7 @@ class Experiment:
                     self.epoch_data_state = self.data_gen.get_state()
                     self.start_epoch(epoch)
                 self.epochs = epoch + 1
-                batches = index_batches(n, args.batch_size, generator=self.data_gen, drop_last=True,
+                batches = index_batches(n, cfg.batch_size, generator=self.data_gen, drop_last=True,
                                         device=self.device)
                 for b, idx in enumerate(batches):
                     if b < skip:
@@ -293,66 +294,52 @@ class Experiment:
                     self.batches_in_epoch = b + 1
                     if self.bar is not None:
                         self.bar.update(1)
-                    if self.iterations >= args.train_iters:
+                    if self.iterations >= cfg.train_iters:
                         break
                     if checkpoint is not None and (stop.requested or (every and self.iterations % every == 0)):
                         self.seconds = time.perf_counter() - start
                         checkpoint()
                     if stop.requested:
                         stop.stop()
-                if self.iterations >= args.train_iters:
+                if self.iterations >= cfg.train_iters:
                     break
         self.seconds = time.perf_counter() - start
         if self.bar is not None:
             self.bar.close()
-        if self.iterations < args.train_iters:
+        if self.iterations < cfg.train_iters:
             print(f"mixed_group_training.py: note: stopped after {MAX_EPOCHS} epochs at iteration "
                   f"{self.iterations} (the original's epoch bound)", file=sys.stderr)
         return self.records
 
 
-def progress_bar(log: RunLog, **kwargs: Any):
-    """``log.progress``, also on a terminal that reports 0 rows (some ptys), where tqdm drew nothing."""
-    bar = log.progress(**kwargs)
-    size = getattr(bar, "dynamic_ncols", None)
-    if callable(size):
-        def known_rows(fp, size=size):
-            cols, rows = size(fp)
-            return cols, rows if rows and rows > 0 else None
-
-        bar.dynamic_ncols = known_rows
-        bar.nrows = None
-    return bar
-
-
-def run(args: argparse.Namespace) -> Path | None:
+def run(cfg: Config) -> Path | None:
     """Run the experiment the flags describe; return the run folder (None for --print_config)."""
-    validate(args)
-    if maybe_print_config(args):
+    validate(cfg)
+    if maybe_print_config(cfg.as_dict()):
         return None
-    if args.lr != 0.1 or args.opt != "sgd":
+    if cfg.lr != 0.1 or cfg.opt != "sgd":
         print("mixed_group_training.py: note: --lr and --opt are ignored, as in the original "
               "(SGD 0.1 for MNIST, Adam 3e-4 for conv4, SGD 0.1 momentum 0.9 for resnet18)", file=sys.stderr)
-    wandb_kwargs = wandb_settings(args)
-    if args.resume:
-        run_dir, state, saved_config = resume_point(args)
+    wandb_kwargs = wandb_settings(cfg)
+    if cfg.resume:
+        run_dir, state, saved_config = resume_point(cfg)
     else:
-        run_dir, state, saved_config = fresh_run_dir(args.save_path, args.fname), None, None
-    exp = Experiment(args)  # checks the flags against the model and data before anything is written
+        run_dir, state, saved_config = fresh_run_dir(cfg.save_path, cfg.fname), None, None
+    exp = Experiment(cfg)  # checks the flags against the model and data before anything is written
     print(f"mixed_group_training.py: writing to {run_dir}", file=sys.stderr)
-    config = config_dict(args)
+    config = config_dict(cfg.as_dict())
     config["resolved"] = {
         "device": str(exp.device), "data": exp.data.source, "train_examples": len(exp.data),
         "random_label_examples": int(exp.data.groups.sum()),
-        "iterations_per_epoch": len(exp.data) // args.batch_size, "run_dir": str(run_dir),
+        "iterations_per_epoch": len(exp.data) // cfg.batch_size, "run_dir": str(run_dir),
         "torch": torch.__version__,
     }
     if state is not None:
         restore_experiment(exp, state)
         print(f"mixed_group_training.py: resuming at iteration {exp.iterations}", file=sys.stderr)
-    log = RunLog.create(run_dir, saved_config or config, tensorboard=not args.no_tensorboard, quiet=args.quiet,
-                        wandb=wandb_kwargs, resume=args.resume,
-                        resume_state=state["runlog"] if state is not None else EMPTY_STATE)
+    log = RunLog.create(run_dir, saved_config or config, tensorboard=not cfg.no_tensorboard, quiet=cfg.quiet,
+                        wandb=wandb_kwargs, resume=cfg.resume,
+                        resume_state=state["runlog"] if state is not None else EMPTY_STATE, tensorboard_tag=tensorboard_tag)
     try:
         def checkpoint() -> None:
             path = save_checkpoint(exp, log, run_dir)
@@ -371,15 +358,15 @@ def run(args: argparse.Namespace) -> Path | None:
             "seconds": round(exp.seconds, 3),
             "iterations_per_second": round(exp.iterations / exp.seconds, 2) if exp.seconds > 0 else math.nan,
             "data": exp.data.source,
-            "second_half": summarize(records, args.train_iters / 2),
+            "second_half": summarize(records, cfg.train_iters / 2),
             "all_probes": summarize(records, 0),
         }
         atomic_torch_save({"state_dict": exp.model.state_dict(), "iterations": exp.iterations},
                           run_dir / "model.pt")
-        if records and not args.no_plot:
-            plot_runs([records], run_dir / "groups.png", margin_groups=args.margin_groups,
-                      title=f"{args.fname}: before / after forgetting")
-        log.write_json("summary.json", clean(summary))
+        if records and not cfg.no_plot:
+            plot_runs([records], run_dir / "groups.png", margin_groups=cfg.margin_groups,
+                      title=f"{cfg.fname}: before / after forgetting")
+        log.write_json("summary.json", summary)
         remove_checkpoint(run_dir)
     finally:
         log.close()
@@ -387,5 +374,4 @@ def run(args: argparse.Namespace) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> Path | None:
-    args = make_parser().parse_args(argv)
-    return run(args)
+    return run(parse_config(argv))

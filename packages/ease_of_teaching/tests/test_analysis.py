@@ -1,8 +1,8 @@
-"""The reproduction's analysis on a hand-made accuracy trace."""
+"""The game analysis the claims measure, on a hand-made accuracy trace."""
 
 import numpy as np
 import pytest
-from ease_of_teaching.reproduce import analyse_game, build_parser, regimes
+from ease_of_teaching.analysis import analyse_game, regimes
 
 
 def test_regimes_keep_the_paper_periods():
@@ -24,10 +24,3 @@ def test_analysis_of_a_reset_trace():
     assert out["topo mean second half"] == pytest.approx(0.55)
     assert out["topo changed by every event"] is False  # a receiver reset leaves the sender's language
 
-
-def test_reproduce_print_config(capsys):
-    from ease_of_teaching.reproduce import main
-
-    assert main(["--seeds", "0", "--trainIters", "12000", "--print_config"]) is None
-    assert '"trainIters": 12000' in capsys.readouterr().out
-    assert build_parser().parse_args([]).trainIters == 30000
