@@ -1,224 +1,196 @@
-"""Samples per second of SGD and UPGD per task: ours beside a straightforward baseline.
+"""Samples per second of the ``run_stats`` loop against the bare eager training loop, in one process.
 
-The baseline is what the original code does per step: a torch ``DataLoader`` (batch size 1,
-shuffled) over a dataset that converts and normalises each sample on access (and permutes the
-pixels for MNIST), a plain per-tensor UPGD/SGD step written with temporaries, and the
-statistics block with a host sync per value. Ours: tensors on the device indexed per step,
-in-place optimizer steps, statistics without host syncs (every step, or every k steps).
+For each task (its statistics network) and learner, three variants are timed, interleaved in
+``--rounds`` rounds so that a change of machine load hits all of them alike (the best round of
+each is kept):
 
-    uv run python benchmarks/bench_throughput.py [--steps 300] [--tasks cifar10 mnist] [--device cpu]
+* ``bare``: the bare eager loop of the same network at batch size 1 (forward, cross-entropy,
+  backward, ``torch.optim.SGD``), no statistics: the floor;
+* ``ours``: the real ``upgd.runner.run_stats`` as the CLI runs it (statistics every step = the
+  faithful seed line, on the second thread, exact rank certificate);
+* ``previous``: the same loop as it was before (statistics inline on one thread, the rank
+  recomputed by eigvalsh/``matrix_rank`` at every step).
 
-Uses the real data under FORGETTING_DATA (or --data_dir) when present, else fake data of the
-same shapes (the numbers are the same to within noise: the work per sample does not depend on it).
+``ours`` and ``previous`` compute the same values (tests/test_overlap.py compares them bit for
+bit). Besides wall time, each variant's CPU time per step is taken for the main thread and for
+the whole process: on a shared machine whose cores are busy with other work, wall time cannot show
+what the second core brings, CPU time barely changes. The projection for an idle 2-core CPU is
+max(main thread, whole process / 2) per step. Prints one JSON row per case and a table with
+ratios, hours per 1 M samples (measured wall and projected) and the process's peak memory, plus the
+machine's load average.
+
+    uv run python benchmarks/bench_throughput.py [--steps 2000] [--tasks cifar10 mnist ...] [--learners baseline sgd]
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import platform
+import resource
+import tempfile
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from forgetting_common.cli import (
-    OneLineErrorParser,
-    add_device_flag,
-    add_print_config_flag,
-    config_dict,
-)
-from forgetting_common.data import resolve_root
-from forgetting_common.device import peak_memory_bytes, resolve_device, synchronize
+import upgd.runner
+from forgetting_common.cli import OneLineErrorParser, add_print_config_flag, config_dict
 from forgetting_common.errors import run_main
-from upgd.runner import Experiment, RunConfig
+from upgd.runner import Experiment, RunConfig, run_stats
+from upgd.seed_commands import SEED_HPS
 from upgd.stats import weight_and_grad_stats
-from upgd.tasks import load_source
 
+#: task key -> (run_stats task, its statistics network)
 TASKS = {
     "cifar10": ("label_permuted_cifar10_stats", "convolutional_network_relu_with_hooks"),
     "mnist": ("input_permuted_mnist_stats", "fully_connected_relu_with_hooks"),
+    "mnist_conv": ("input_permuted_mnist_stats", "conv_mnist"),
+    "emnist": ("label_permuted_emnist_stats", "fully_connected_relu_with_hooks"),
+    "mini_imagenet": ("label_permuted_mini_imagenet_stats", "fully_connected_relu_with_hooks"),
 }
-HPS = {
-    "sgd": {"lr": 0.01, "weight_decay": 0.0},
-    "upgd_fo_global": {"lr": 0.01, "beta_utility": 0.999, "sigma": 0.001, "weight_decay": 0.0},
-}
+SEED_HP = {k[2:]: float(v) for k, v in zip(SEED_HPS[::2], SEED_HPS[1::2]) if k != "--seed"}
+HPS = {"sgd": {"lr": 0.01, "weight_decay": 0.0}}
 
 
-class PerSampleDataset(torch.utils.data.Dataset):
-    """uint8-like storage converted and normalised on every access, as torchvision transforms do."""
-
-    def __init__(self, raw: np.ndarray, labels: np.ndarray, perm: np.ndarray | None, shape):
-        self.raw, self.labels, self.perm, self.shape = raw, labels, perm, shape
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        x = torch.from_numpy(np.asarray(self.raw[i], dtype=np.float32) / 255.0)
-        x = (x - 0.5) / 0.5
-        x = x.reshape(-1)
-        if self.perm is not None:
-            x = x[self.perm]
-        return x.reshape(self.shape), int(self.labels[i])
+def hps_for(learner: str) -> dict:
+    return dict(HPS.get(learner, SEED_HP))
 
 
-def naive_upgd_step(params, state, t, lr, beta, sigma, wd):
-    maxima = None
-    for name, p in params:
-        u = -p.grad * p
-        state[name] = beta * state.get(name, torch.zeros_like(p)) + (1 - beta) * u
-        m = state[name].max()
-        maxima = m if maxima is None or m > maxima else maxima  # host sync, as the original's comparison
-    for name, p in params:
-        s = torch.sigmoid((state[name] / (1 - beta**t)) / maxima)
-        noise = torch.randn_like(p) * sigma
-        p.data = (1 - lr * wd) * p.data - lr * (p.grad + noise) * (1 - s)
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def naive_stats(net, loss, out, y, x):
-    """The per-step statistics with ``.item()`` on every value and the plain SVD rank."""
-    values = [loss.item(), float(out.argmax(1).item() == y.item())]
-    with torch.no_grad():
-        after = F.cross_entropy(net(x), y).item()
-    values.append(min(max(1 - after / max(values[0], 1e-8), 0.0), 1.0))
-    values.append(float(net.dead_fraction().item()))
-    rank, max_rank = 0.0, 0
-    w_sq = w_abs = g_sq = g_abs = g_nz = count = 0.0
-    for name, p in net.named_parameters():
-        if "weight" not in name:
-            continue
-        w = p.detach()
-        if "conv" in name:
-            rank += torch.linalg.matrix_rank(w).float().mean().item()
-            max_rank += min(w.shape[-2:])
-        else:
-            rank += torch.linalg.matrix_rank(w).item()
-            max_rank += min(w.shape)
-        w_sq += (w * w).sum().item()
-        w_abs += w.abs().sum().item()
-        g_sq += (p.grad * p.grad).sum().item()
-        g_abs += p.grad.abs().sum().item()
-        g_nz += (p.grad != 0).sum().item()
-        count += w.numel()
-    values += [rank / max_rank, w_sq**0.5, w_abs, g_sq**0.5, g_nz / count, g_abs]
-    return values
+class Cost:
+    """Per-step wall time, CPU time of the main thread, CPU time of the whole process (seconds)."""
+
+    def __init__(self, wall: float, main: float, process: float) -> None:
+        self.wall, self.main, self.process = wall, main, process
+
+    @staticmethod
+    def clock() -> tuple[float, float, float]:
+        return time.perf_counter(), time.thread_time(), time.process_time()
+
+    @classmethod
+    def between(cls, a, b, steps: int) -> Cost:
+        return cls(*((y - x) / steps for x, y in zip(a, b)))
+
+    @property
+    def idle_two_cores(self) -> float:
+        """Projected wall time per step on an idle 2-core CPU: the main thread's work, or half the
+        process's work when the helper threads need more than the second core."""
+        return max(self.main, self.process / 2)
+
+    def best(self, other: Cost | None) -> Cost:
+        if other is None:
+            return self
+        return Cost(min(self.wall, other.wall), min(self.main, other.main), min(self.process, other.process))
 
 
-def bench_baseline(exp: Experiment, learner: str, steps: int, device) -> float:
-    src = exp.task
-    if src.maximum is not None:  # real data: the raw uint8 pixels
-        raw = src.x.cpu().numpy()
-    else:
-        raw = ((src.x.cpu().numpy() * 0.5 + 0.5) * 255.0).astype(np.uint8)
-    perm = np.random.default_rng(0).permutation(src.n_inputs) if src.kind == "input" else None
-    ds = PerSampleDataset(raw, src.targets.cpu().numpy(), perm, exp.net.input_shape)
-    loader = iter(torch.utils.data.DataLoader(ds, batch_size=1, shuffle=True))
-    params = [(n, p) for n, p in exp.net.named_parameters()]
-    state: dict = {}
-    hp = HPS[learner]
-    synchronize(device)
-    start = time.perf_counter()
-    for t in range(1, steps + 1):
-        x, y = next(loader)
-        x, y = x.to(device), y.to(device)
-        for _, p in params:
-            p.grad = None
-        out = exp.net(x)
-        loss = F.cross_entropy(out, y)
-        loss.backward()
-        if learner == "sgd":
-            for _, p in params:
-                p.data = p.data - hp["lr"] * (p.grad + hp["weight_decay"] * p.data)
-        else:
-            naive_upgd_step(params, state, t, hp["lr"], hp["beta_utility"], hp["sigma"], hp["weight_decay"])
-        naive_stats(exp.net, loss, out, y, x)
-    synchronize(device)
-    return steps / (time.perf_counter() - start)
+def bare_loop(task: str, network: str, steps: int, seed: int) -> Cost:
+    """Forward/backward/SGD on the task's samples, nothing else."""
+    cfg = RunConfig(task=task, learner="sgd", network=network, seed=seed, n_samples=steps,
+                    hps=dict(HPS["sgd"]), fake_data=True, quiet=True, tensorboard=False, overlap=False)
+    exp = Experiment(cfg)
+    net, stream, shape = exp.net, exp.task, exp.input_shape
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    start = Cost.clock()
+    for _ in range(steps):
+        x, y, _ = stream.next()
+        opt.zero_grad()
+        F.cross_entropy(net(x.reshape(shape)), y).backward()
+        opt.step()
+    return Cost.between(start, Cost.clock(), steps)
 
 
-def bench_ours(exp: Experiment, steps: int, device, stats_every: int | None) -> float:
-    n = steps
-    losses = torch.zeros(n, device=device)
-    accs = torch.zeros(n, device=device)
-    plast = torch.zeros(n, device=device)
-    dead = torch.zeros(n, device=device)
-    sampled = torch.zeros(n, 6, device=device)
-    synchronize(device)
-    start = time.perf_counter()
-    for i in range(n):
-        x, y, out, loss, _ = exp.step()
-        losses[i] = loss
-        accs[i] = (out.argmax(1) == y).float().squeeze()
-        if stats_every is not None:
-            with torch.no_grad():
-                after = F.cross_entropy(exp.net(x), y)
-            plast[i] = torch.clamp(1 - after / torch.clamp(loss, min=1e-8), 0, 1)
-            dead[i] = exp.net.dead_fraction()
-            if i % stats_every == 0:
-                sampled[i] = weight_and_grad_stats(exp.net)
-    synchronize(device)
-    return n / (time.perf_counter() - start)
+def _run_stats_once(task: str, network: str, learner: str, steps: int, seed: int, overlap: bool, previous: bool):
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = RunConfig(task=task, learner=learner, network=network, seed=seed, n_samples=steps,
+                        save_path=tmp, hps=hps_for(learner), fake_data=True, quiet=True, tensorboard=False,
+                        overlap=overlap, checkpoint_every=0)
+        patched = upgd.runner.weight_and_grad_stats
+        if previous:  # no rank cache: eigvalsh of the Gram matrix / matrix_rank at every step, as before
+            upgd.runner.weight_and_grad_stats = lambda net, cache=None: weight_and_grad_stats(net, None)
+        try:
+            start = Cost.clock()
+            run_stats(cfg)
+            return Cost.clock(), start
+        finally:
+            upgd.runner.weight_and_grad_stats = patched
+
+
+def stats_run(task: str, network: str, learner: str, steps: int, seed: int, overlap: bool, previous: bool) -> Cost:
+    """``run_stats`` with statistics every step, per step: a run of ``steps`` + 200 samples minus a
+    run of 200, so that the set-up (data, network, files) cancels."""
+    short_end, short_start = _run_stats_once(task, network, learner, 200, seed, overlap, previous)
+    long_end, long_start = _run_stats_once(task, network, learner, steps + 200, seed, overlap, previous)
+    diff = [(le - ls) - (se - ss) for le, ls, se, ss in zip(long_end, long_start, short_end, short_start)]
+    return Cost(*(d / steps for d in diff))
 
 
 def main(argv=None) -> None:
-    parser = OneLineErrorParser(prog="bench_throughput.py", description=__doc__)
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--learners", nargs="+", default=list(HPS), choices=list(HPS))
-    parser.add_argument("--data_dir", default=None)
-    parser.add_argument("--fake_data", action="store_true", help="random data of the tasks' shapes")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
-    add_device_flag(parser)
+    parser = OneLineErrorParser(prog="bench_throughput.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=2000, help="samples per timed run (default 2000)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved repeats; the best is kept (default 2)")
+    parser.add_argument("--tasks", nargs="+", default=["cifar10", "mnist"], choices=list(TASKS))
+    parser.add_argument("--learners", nargs="+", default=["baseline", "sgd"])
+    parser.add_argument("--no_previous", action="store_true", help="skip the (slow) previous loop")
+    parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     add_print_config_flag(parser)
     args = parser.parse_args(argv)
     if args.print_config:
         print(json.dumps(config_dict(args), sort_keys=True))
         return
-    device = resolve_device(args.device)
-    torch.set_num_threads(args.threads)
-    root = resolve_root(args.data_dir, "dataset")
+    torch.set_num_threads(1)  # as upgd/cli.py: one intra-op thread; ours adds its helper threads
+    load_before = os.getloadavg()
     rows = []
     for key in args.tasks:
         task, network = TASKS[key]
-        dataset = "cifar10" if key == "cifar10" else "mnist"
-        use_fake = args.fake_data
-        if not use_fake:
-            try:
-                load_source(dataset, root, limit=10)
-            except Exception:
-                use_fake = True
         for learner in args.learners:
-            results = {}
-            for variant in ("baseline", "ours_stats_every_1", "ours_stats_every_100", "ours_no_stats"):
-                cfg = RunConfig(task=task, learner=learner, network=network, seed=0, n_samples=args.steps,
-                                hps=dict(HPS[learner]), data_dir=str(root), fake_data=use_fake,
-                                dataset_limit=5000, device=device, quiet=True, tensorboard=False)
-                exp = Experiment(cfg)
-                warm = min(20, args.steps)
-                bench_ours(exp, warm, device, 1)  # warm-up
-                if variant == "baseline":
-                    results[variant] = bench_baseline(exp, learner, args.steps, device)
-                elif variant == "ours_stats_every_1":
-                    results[variant] = bench_ours(exp, args.steps, device, 1)
-                elif variant == "ours_stats_every_100":
-                    results[variant] = bench_ours(exp, args.steps, device, 100)
-                else:
-                    results[variant] = bench_ours(exp, args.steps, device, None)
-            row = {"task": task, "learner": learner, "data": "fake" if use_fake else "real",
-                   **{k: round(v, 1) for k, v in results.items()},
-                   "speedup_faithful": round(results["ours_stats_every_1"] / results["baseline"], 2),
-                   "hours_1M_faithful": round(1e6 / results["ours_stats_every_1"] / 3600, 2),
-                   "hours_1M_stats_every_100": round(1e6 / results["ours_stats_every_100"] / 3600, 2),
-                   "hours_1M_baseline": round(1e6 / results["baseline"] / 3600, 2)}
+            best: dict[str, Cost] = {}
+            case = (task, network, learner, args.steps, 19)
+            variants = {"bare": functools.partial(bare_loop, task, network, args.steps, 19),
+                        "ours": functools.partial(stats_run, *case, True, False)}
+            if not args.no_previous:
+                variants["previous"] = functools.partial(stats_run, *case, False, True)
+            bare_loop(task, network, 50, 19)  # warm-up (allocator, kernels)
+            for _ in range(args.rounds):
+                for name, fn in variants.items():
+                    best[name] = fn().best(best.get(name))
+            bare = best["bare"]
+            row = {"task": task, "network": network, "learner": learner}
+            for name, cost in best.items():
+                row[f"{name}_samples_per_s"] = round(1 / cost.wall, 1)
+            for name, cost in best.items():
+                row[f"{name}_ms_cpu_main"] = round(cost.main * 1e3, 3)
+                row[f"{name}_ms_cpu_all"] = round(cost.process * 1e3, 3)
+            for name, cost in best.items():
+                if name != "bare":
+                    row[f"{name}_over_bare_wall"] = round(cost.wall / bare.wall, 2)
+                    row[f"{name}_over_bare_idle2"] = round(cost.idle_two_cores / bare.idle_two_cores, 2)
+                    row[f"{name}_hours_1M_wall"] = round(cost.wall * 1e6 / 3600, 3)
+                    row[f"{name}_hours_1M_idle2"] = round(cost.idle_two_cores * 1e6 / 3600, 3)
+            row["bare_hours_1M_wall"] = round(bare.wall * 1e6 / 3600, 3)
+            row["bare_hours_1M_idle2"] = round(bare.idle_two_cores * 1e6 / 3600, 3)
+            row["load_average_1min"] = round(os.getloadavg()[0], 2)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print(f"device={device} threads={args.threads} steps={args.steps} "
-          f"peak_memory_MiB={peak_memory_bytes(device) / 2**20:.0f}")
-    header = ["task", "learner", "baseline", "ours_stats_every_1", "ours_stats_every_100", "ours_no_stats",
-              "hours_1M_faithful", "hours_1M_baseline"]
+    machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+               "torch": torch.__version__, "intra_op_threads": 1, "steps": args.steps, "rounds": args.rounds,
+               "load_average_before": [round(v, 2) for v in load_before],
+               "load_average_after": [round(v, 2) for v in os.getloadavg()],
+               "peak_rss_MiB": round(peak_rss_mib())}
+    print(json.dumps(machine))
+    header = ["task", "network", "learner", "bare_samples_per_s", "ours_samples_per_s", "previous_samples_per_s",
+              "ours_over_bare_wall", "ours_over_bare_idle2", "previous_over_bare_idle2", "ours_hours_1M_wall",
+              "ours_hours_1M_idle2", "previous_hours_1M_idle2", "bare_hours_1M_idle2", "load_average_1min"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:
-        print("| " + " | ".join(str(row[h]) for h in header) + " |")
+        print("| " + " | ".join(str(row.get(h, "")) for h in header) + " |")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump({"rows": rows, "machine": machine}, handle, indent=2)
 
 
 if __name__ == "__main__":

@@ -98,7 +98,7 @@ def test_failure_inside_run_writes_failed_files_and_raises(tmp_path, monkeypatch
 
     monkeypatch.chdir(tmp_path)
 
-    def boom(net):
+    def boom(net, *args):
         raise RuntimeError("simulated failure")
 
     monkeypatch.setattr(upgd.runner, "weight_and_grad_stats", boom)

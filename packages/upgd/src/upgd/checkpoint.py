@@ -31,7 +31,7 @@ DEFAULT_EVERY = 10_000
 FORMAT = 1
 #: Configuration keys that may differ between the interrupted and the resuming invocation.
 SESSION_KEYS = frozenset({"quiet", "overwrite", "checkpoint_every", "device", "data_dir", "save_path",
-                          "save_model_dir"})
+                          "save_model_dir", "overlap"})
 _DEFERRED = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR1") if hasattr(signal, name))
 
 
@@ -150,11 +150,16 @@ class Checkpointer:
         state["runlog"] = self.log.checkpoint_state()  # last: the logs are flushed up to here
         atomic_torch_save(state, self.path)
 
-    def after_step(self, next_step: int, series: dict[str, torch.Tensor], extra_fn, elapsed: float) -> None:
-        """Checkpoint when due or when a signal arrived during the step; then act on the signal."""
+    def after_step(self, next_step: int, series: dict[str, torch.Tensor], extra_fn, elapsed: float,
+                   before_save=None) -> None:
+        """Checkpoint when due or when a signal arrived during the step; then act on the signal.
+
+        ``before_save`` runs first when a checkpoint is written (the statistics thread's drain)."""
         due = self.every > 0 and next_step % self.every == 0 and next_step < self.cfg.n_samples
         if not (due or self.pending is not None):
             return
+        if before_save is not None:
+            before_save()
         self.save(next_step, series, extra_fn(), elapsed)
         if self.pending is not None:
             note(f"{self.cfg.prog}: checkpoint at sample {next_step} of {self.cfg.n_samples} in {self.path}; "

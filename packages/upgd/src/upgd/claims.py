@@ -7,6 +7,8 @@ per-task curves and first/last-20 % figures the claims compare.
 
 from __future__ import annotations
 
+from forgetting_common.figures import save_figure
+
 from pathlib import Path
 
 import numpy as np
@@ -96,8 +98,7 @@ def figure_contrast(values: dict, measured: dict, path: Path) -> None:
     ax.set(xlabel="task", ylabel="online accuracy", title=f"{task}: SGD vs UPGD (mean of seeds)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 # The student report's numbers (Tables 1-2): average accuracy on label-permuted CIFAR-10 and
@@ -145,8 +146,7 @@ def figure_student(values: dict, measured: dict, path: Path) -> None:
         ax.set_title(title)
     axes[0].legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def paper() -> dict:
@@ -174,7 +174,7 @@ def paper() -> dict:
                     "paper": _paper("label_permuted_cifar10_stats"),
                 },
                 "read": read_stats,
-                "resume_args": [],  # run_stats.py has no resume flag yet
+                "resume_args": ["--resume"],
             },
             "input_permuted_mnist": {
                 "grids": {
@@ -187,7 +187,7 @@ def paper() -> dict:
                     "paper": _paper("input_permuted_mnist_stats"),
                 },
                 "read": read_stats,
-                "resume_args": [],
+                "resume_args": ["--resume"],
                 "needs_data": True,
             },
             "student_tables": {"grids": {"smoke": student_grid, "cpu": student_grid}, "read": read_student_table,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,8 @@ from upgd.checkpoint import DEFAULT_EVERY, Checkpointer, note, open_run
 from upgd.hesscale import backward_with_hesscale
 from upgd.learners import learner_spec, make_optimizer
 from upgd.networks import HookedNet, build_network
-from upgd.stats import STAT_KEYS, aligned_task_means, bucket_means, weight_and_grad_stats
+from upgd.stats import STAT_KEYS, RankCache, aligned_task_means, bucket_means, weight_and_grad_stats
+from upgd.stats_worker import StatsWorker
 from upgd.tasks import build_task
 
 
@@ -44,6 +46,7 @@ class RunConfig:
     fake_data: bool = False
     save_model_dir: str | None = None
     stats_every: int = 1
+    overlap: bool = True  # noise ahead and statistics on helper threads (same values; CPU only)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     quiet: bool = False
     overwrite: bool = False
@@ -100,6 +103,13 @@ class Experiment:
         self.criterion_kind = self.task.criterion
         self.criterion = _criterion(self.criterion_kind)
         self.input_shape = (1, *self.net.input_shape)
+        if cfg.overlap and cfg.device.type == "cpu":
+            self.optimizer.prefetch_noise()
+            weakref.finalize(self, self.optimizer.close)  # the helper thread ends with the experiment
+
+    def close(self) -> None:
+        """End the noise thread (the loop is over; also done when the experiment is collected)."""
+        self.optimizer.close()
 
     def step(self):
         """One online step; returns ``(x, y, output, loss)`` (the pre-update output and loss)."""
@@ -113,6 +123,7 @@ class Experiment:
             loss = self.criterion(out, y)
             loss.backward()
         self.optimizer.step()
+        self.optimizer.step_done()
         return x, y, out.detach(), loss.detach(), done
 
 
@@ -150,6 +161,7 @@ def run_stats(cfg: RunConfig, config_for_log: dict | None = None) -> tuple[Path,
     start = time.time() - ck.elapsed_before
     with ck:
         _stats_loop(cfg, exp, log, ck, series, start)
+    exp.close()
     elapsed = time.time() - start
     per_task = {
         "losses": bucket_means(losses, cf),
@@ -193,26 +205,50 @@ def run_stats(cfg: RunConfig, config_for_log: dict | None = None) -> tuple[Path,
 def _stats_loop(cfg: RunConfig, exp: Experiment, log, ck: Checkpointer, series: dict, start: float) -> None:
     net, cf, n = exp.net, exp.task.change_freq, cfg.n_samples
     losses, accs, plast, dead, sampled = (series[k] for k in ("losses", "accuracies", "plasticity", "dead", "sampled"))
-    bar = log.progress(range(ck.start, n), initial=ck.start, total=n, desc=f"{cfg.learner} {cfg.task}",
-                       mininterval=1.0)
-    for i in bar:
-        x, y, out, loss, _ = exp.step()
+
+    def post_update(model, x, y, out, loss, i: int, with_weight_stats: bool, cache: RankCache) -> None:
+        """Step i's values; those after the update on ``model`` (the network, or its copy on the worker)."""
         losses[i] = loss
         accs[i] = (out.argmax(dim=1) == y).float().squeeze()
         with torch.no_grad():
-            loss_after = exp.criterion(net(x), y)
+            loss_after = exp.criterion(model(x), y)
         plast[i] = torch.clamp(1 - loss_after / torch.clamp(loss, min=1e-8), 0.0, 1.0)
-        dead[i] = net.dead_fraction()
-        if i % cfg.stats_every == 0:
-            sampled[i] = weight_and_grad_stats(net)
-        if cfg.save_model_dir and i > 0 and i % 100_000 == 0:
-            _save_model(cfg, net, str(i))
-        if i % cf == 0:
-            lo = 0 if i == 0 else i - cf + 1
-            log.log({"task_accuracy": accs[lo : i + 1].mean(), "task_loss": losses[lo : i + 1].mean(),
-                     "task_plasticity": plast[lo : i + 1].mean(), "task_dead_units": dead[lo : i + 1].mean(),
-                     "task": i // cf}, step=i)
-        ck.after_step(i + 1, series, dict, time.time() - start)
+        dead[i] = model.dead_fraction()
+        if with_weight_stats:
+            sampled[i] = weight_and_grad_stats(model, cache)
+
+    worker = None
+    if cfg.overlap and cfg.device.type == "cpu":
+        with torch.random.fork_rng(devices=[]):  # building the copies must not move the global RNG
+            worker = StatsWorker(net, lambda: build_network(cfg.network, exp.task.n_inputs, exp.task.n_outputs),
+                                 post_update)
+    cache = RankCache()
+    drain = worker.drain if worker is not None else None
+    bar = log.progress(range(ck.start, n), initial=ck.start, total=n, desc=f"{cfg.learner} {cfg.task}",
+                       mininterval=1.0)
+    try:
+        for i in bar:
+            x, y, out, loss, _ = exp.step()
+            due = i % cfg.stats_every == 0
+            if worker is not None:
+                worker.submit(i, x, y, out, loss, due)
+            else:
+                post_update(net, x, y, out, loss, i, due, cache)
+            if cfg.save_model_dir and i > 0 and i % 100_000 == 0:
+                _save_model(cfg, net, str(i))
+            if i % cf == 0:
+                if worker is not None:
+                    worker.drain()
+                lo = 0 if i == 0 else i - cf + 1
+                log.log({"task_accuracy": accs[lo : i + 1].mean(), "task_loss": losses[lo : i + 1].mean(),
+                         "task_plasticity": plast[lo : i + 1].mean(), "task_dead_units": dead[lo : i + 1].mean(),
+                         "task": i // cf}, step=i)
+            ck.after_step(i + 1, series, dict, time.time() - start, before_save=drain)
+        if worker is not None:
+            worker.drain()
+    finally:
+        if worker is not None:
+            worker.close()
 
 
 def run_plain(cfg: RunConfig, config_for_log: dict | None = None, restarts: bool = False,
@@ -244,6 +280,7 @@ def run_plain(cfg: RunConfig, config_for_log: dict | None = None, restarts: bool
                               mininterval=1.0):
             _plain_step(exp, log, i, cf, losses, accs, restarts, held_losses if offline else None, held_accs)
             ck.after_step(i + 1, series, held, time.time() - start)
+    exp.close()
     content = {"losses": [float(v) for v in losses.cpu().tolist()]}
     if exp.criterion_kind == "cross_entropy":
         content["accuracies"] = [float(v) for v in accs.cpu().tolist()]
@@ -331,6 +368,7 @@ def run_utility(cfg: RunConfig, config_for_log: dict | None = None, features: bo
                 log.log({f"global_{k}": float(np.mean(v[-100:])) for k, v in glob.items()}
                         | {"loss": float(np.mean(losses[-100:]))}, step=i)
             ck.after_step(i + 1, {}, lambda: {"lists": kept}, time.time() - start)
+    exp.close()
     content = {"losses": losses, "task": cfg.task, "learner": cfg.learner, "network": net.name,
                "optimizer_hps": dict(cfg.hps), "n_samples": cfg.n_samples, "seed": cfg.seed,
                "global_correlations": glob, "layerwise_correlations": layer,

@@ -36,8 +36,69 @@ def matrix_rank(w: torch.Tensor) -> torch.Tensor:
     return (sigma > tol).sum()
 
 
-def weight_rank(net: nn.Module) -> torch.Tensor:
-    """Σ rank / Σ max-rank over the ``weight`` tensors (conv kernels: mean rank of the k×k slices)."""
+class RankCache:
+    """Exact ``matrix_rank`` of weights that change a little per step, mostly without a factorisation.
+
+    For each weight it keeps a reference copy ``R``, R's ranks and a radius ``r``. By Weyl's
+    inequality every singular value of ``W`` lies within ``δ = ‖W − R‖_F`` of R's, and so does the
+    largest, which sets ``matrix_rank``'s tolerance ``tol = σ_max·max(m, n)·eps_float32``. ``r`` is
+    the largest δ for which every σ_i(R) ± δ still lies either above twice the largest possible
+    tolerance or below half the smallest: while ``δ < r`` the rank is certified, the count of the
+    former, which is the integer ``matrix_rank`` gives (the factor-two margin :func:`matrix_rank`
+    leaves to the float32 SVD). Otherwise the reference is renewed from ``W`` (float64 SVD); a
+    singular value within a factor two of the tolerance is decided by ``torch.linalg.matrix_rank``
+    itself. Conv kernels are batches of k×k matrices, certified each on its own. The ranks never
+    depend on what the cache holds; only the time does.
+    """
+
+    MARGIN = 2.0
+    #: δ is computed from the float32 difference in float64: relative error < 1e-7; rounded up by 1e-6
+    SLACK = 1.0 + 1e-6
+
+    def __init__(self) -> None:
+        # name -> (reference copy, its ranks, radius / SLACK: a float for a matrix, a tensor for a batch)
+        self.refs: dict[str, tuple[torch.Tensor, torch.Tensor, float | torch.Tensor]] = {}
+
+    def rank(self, name: str, w: torch.Tensor) -> torch.Tensor:
+        """``torch.linalg.matrix_rank(w)`` (int64, batch shape of ``w``) for a float32 CPU tensor.
+        The tensor returned may be the cached one: read it, do not modify it."""
+        if w.device.type != "cpu" or w.dtype != torch.float32 or w.dim() < 2:
+            return torch.linalg.matrix_rank(w)
+        ref = self.refs.get(name)
+        if ref is not None and ref[0].shape == w.shape:
+            reference, ranks, limit = ref
+            delta = torch.linalg.vector_norm(torch.sub(w, reference), dim=(-2, -1), dtype=torch.float64)
+            if float(delta) < limit if w.dim() == 2 else bool((delta < limit).all()):
+                return ranks
+        certified = self._renew(w)
+        if certified is None:  # a singular value near the tolerance: the exact routine decides, nothing cached
+            self.refs.pop(name, None)
+            return torch.linalg.matrix_rank(w)
+        ranks, radius = certified
+        limit = radius / self.SLACK
+        self.refs[name] = (w.clone(), ranks, float(limit) if w.dim() == 2 else limit)
+        return ranks
+
+    def _renew(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(ranks, radius)`` of ``w`` from its float64 singular values, or None near the tolerance."""
+        sigma = torch.linalg.svdvals(w.double())
+        c = max(w.shape[-2], w.shape[-1]) * torch.finfo(torch.float32).eps
+        top = sigma[..., :1]
+        slack = 1e-10 * top  # the float64 SVD's own error (≈ 1e-15·σ_max), generously
+        # σ_i counted: σ_i − δ > M·c·(σ_1 + δ)  ⇔  δ < (σ_i − M·c·σ_1)/(1 + M·c)
+        up = (sigma - self.MARGIN * c * top - slack) / (1 + self.MARGIN * c)
+        # σ_i not counted: σ_i + δ < c·(σ_1 − δ)/M  ⇔  δ < (c·σ_1/M − σ_i)/(1 + c/M)
+        down = (c * top / self.MARGIN - sigma - slack) / (1 + c / self.MARGIN)
+        if not bool(((up > 0) | (down > 0)).all()) or not bool((top > 0).all()):
+            return None
+        radius = torch.maximum(up, down).amin(dim=-1)
+        return (up > 0).sum(dim=-1), radius
+
+def weight_rank(net: nn.Module, cache: RankCache | None = None) -> torch.Tensor:
+    """Σ rank / Σ max-rank over the ``weight`` tensors (conv kernels: mean rank of the k×k slices).
+
+    ``cache`` (a :class:`RankCache` kept across steps) gives the same ranks faster.
+    """
     rank_sum = 0.0
     max_sum = 0
     for name, p in net.named_parameters():
@@ -45,32 +106,37 @@ def weight_rank(net: nn.Module) -> torch.Tensor:
             continue
         w = p.detach()
         if "conv" in name:
-            rank_sum = rank_sum + torch.linalg.matrix_rank(w).float().mean()
+            ranks = cache.rank(name, w) if cache is not None else torch.linalg.matrix_rank(w)
+            rank_sum = rank_sum + ranks.float().mean()
             max_sum += min(w.shape[-2], w.shape[-1])
         else:
             w2 = w if w.dim() == 2 else w.reshape(w.shape[0], -1)
-            rank_sum = rank_sum + matrix_rank(w2).float()
+            rank = cache.rank(name, w2) if cache is not None else matrix_rank(w2)
+            rank_sum = rank_sum + rank.float()
             max_sum += min(w2.shape)
     return rank_sum / max(max_sum, 1)
 
 
-def weight_and_grad_stats(net: nn.Module) -> torch.Tensor:
-    """``[rank, ‖W‖₂, ‖W‖₁, ‖∇W‖₂, nonzero fraction of ∇W, ‖∇W‖₁]`` over ``weight`` tensors."""
+def weight_and_grad_stats(net: nn.Module, cache: RankCache | None = None) -> torch.Tensor:
+    """``[rank, ‖W‖₂, ‖W‖₁, ‖∇W‖₂, nonzero fraction of ∇W, ‖∇W‖₁]`` over ``weight`` tensors.
+
+    Each tensor's ``(w*w).sum()``, ``w.abs().sum()`` … are summed in parameter order; the
+    elementwise parts go through ``torch._foreach_*`` (the same kernel per tensor, fewer calls).
+    """
+    pairs = [(p.detach(), p.grad) for name, p in net.named_parameters() if "weight" in name]
+    weights = [w for w, _ in pairs]
+    grads = [g for _, g in pairs if g is not None]
     w_sq = w_abs = g_sq = g_abs = g_nz = 0.0
-    count = 0
-    for name, p in net.named_parameters():
-        if "weight" not in name:
-            continue
-        w = p.detach()
-        w_sq = w_sq + (w * w).sum()
-        w_abs = w_abs + w.abs().sum()
-        count += w.numel()
-        if p.grad is not None:
-            g = p.grad
-            g_sq = g_sq + (g * g).sum()
-            g_abs = g_abs + g.abs().sum()
+    count = sum(w.numel() for w in weights)
+    for sq, ab in zip(torch._foreach_mul(weights, weights), torch._foreach_abs(weights)):
+        w_sq = w_sq + sq.sum()
+        w_abs = w_abs + ab.sum()
+    if grads:
+        for g, sq, ab in zip(grads, torch._foreach_mul(grads, grads), torch._foreach_abs(grads)):
+            g_sq = g_sq + sq.sum()
+            g_abs = g_abs + ab.sum()
             g_nz = g_nz + (g != 0).sum()
-    values = [weight_rank(net), torch.as_tensor(w_sq).sqrt(), w_abs, torch.as_tensor(g_sq).sqrt(),
+    values = [weight_rank(net, cache), torch.as_tensor(w_sq).sqrt(), w_abs, torch.as_tensor(g_sq).sqrt(),
               torch.as_tensor(g_nz) / max(count, 1), g_abs]
     device = next(net.parameters()).device
     return torch.stack([torch.as_tensor(v, dtype=torch.float32, device=device) for v in values])

@@ -6,6 +6,8 @@ from collections.abc import Iterable
 
 import torch
 
+from upgd.optim.noise import NoisePrefetcher
+
 
 class NamedOptimizer:
     """Takes ``(name, parameter)`` pairs (a list or a generator: it is materialised once).
@@ -25,6 +27,22 @@ class NamedOptimizer:
         self.generator = generator
         self.state: list[dict[str, torch.Tensor]] = [{} for _ in self.params]
         self.t = 0
+        self.prefetcher: NoisePrefetcher | None = None
+
+    def prefetch_noise(self) -> None:
+        """Draw each step's noise ahead on a helper thread (same values; see :mod:`upgd.optim.noise`).
+        The runner turns it on for CPU runs and calls :meth:`step_done` after every step."""
+        if self.generator is not None and self.generator.device.type == "cpu" and self.prefetcher is None:
+            self.prefetcher = NoisePrefetcher(self.generator)
+
+    def step_done(self) -> None:
+        if self.prefetcher is not None:
+            self.prefetcher.step_done()
+
+    def close(self) -> None:
+        if self.prefetcher is not None:
+            self.prefetcher.close()
+            self.prefetcher = None
 
     def active(self):
         """``(index, name, param)`` for every parameter this optimizer updates."""
@@ -36,8 +54,16 @@ class NamedOptimizer:
             yield i, name, p
 
     def noise(self, like: torch.Tensor, sigma: float) -> torch.Tensor:
+        if self.prefetcher is not None:
+            return self.prefetcher.randn(like, sigma)
         xi = torch.randn(like.shape, generator=self.generator, device=like.device, dtype=like.dtype)
         return xi.mul_(sigma) if sigma != 1.0 else xi
+
+    def noises(self, likes: list[torch.Tensor], sigma: float) -> list[torch.Tensor]:
+        """:meth:`noise` for each tensor, in order."""
+        if self.prefetcher is not None:
+            return self.prefetcher.randn_all(likes, sigma)
+        return [self.noise(like, sigma) for like in likes]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.params:
@@ -55,7 +81,8 @@ class NamedOptimizer:
         return {
             "t": self.t,
             "state": [{key: value.detach().cpu().clone() for key, value in st.items()} for st in self.state],
-            "generator": self.generator.get_state() if self.generator is not None else None,
+            "generator": (self.prefetcher.generator_state() if self.prefetcher is not None
+                          else self.generator.get_state() if self.generator is not None else None),
         }
 
     def load_state_dict(self, saved: dict) -> None:
@@ -66,5 +93,7 @@ class NamedOptimizer:
         self.t = int(saved["t"])
         self.state = [{key: value.to(p.device) for key, value in st.items()}
                       for st, p in zip(saved["state"], self.params)]
+        if self.prefetcher is not None:
+            self.prefetcher.reset()
         if self.generator is not None and saved["generator"] is not None:
             self.generator.set_state(saved["generator"])

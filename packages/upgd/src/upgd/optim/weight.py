@@ -63,8 +63,7 @@ class WeightUPGD(NamedOptimizer):
             u.sub_(0.5 * h * p * p)
         avg.mul_(beta).add_(u, alpha=-(1.0 - beta))
 
-    def _noise(self, p: torch.Tensor) -> torch.Tensor:
-        xi = self.noise(p, self.sigma)
+    def _scale_noise(self, xi: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         if self.noise_scale == "weight":
             xi.mul_(p.norm() + 1e-8)
         elif self.noise_scale == "grad":
@@ -88,42 +87,73 @@ class WeightUPGD(NamedOptimizer):
         beta = self.beta_utility
         bc = 1.0 - beta**self.t
         active = list(self.active())
-        maxima = []
+        if not active:
+            return
+        params = [p for _, _, p in active]
+        grads = [p.grad for p in params]
+        avgs = []
         for i, _, p in active:
             st = self.state[i]
             if "avg_utility" not in st:
                 st["avg_utility"] = torch.zeros_like(p)
-            self._accumulate_utility(st["avg_utility"], p)
-            if self.scaling == "global":
-                maxima.append(st["avg_utility"].max())
-        scale = None
-        if self.scaling == "global" and maxima:
-            eta = torch.stack(maxima).max()
+            avgs.append(st["avg_utility"])
+        # The per-tensor operations of the update, batched with torch's _foreach_* functions: on
+        # the CPU they run the same kernel on each tensor in turn (identical values), with one
+        # Python call per operation instead of one per operation and tensor.
+        if self.second_order:
+            for avg, p in zip(avgs, params):
+                self._accumulate_utility(avg, p)
+        else:
+            u = torch._foreach_mul(grads, params)  # = −u for first order
+            torch._foreach_mul_(avgs, beta)
+            torch._foreach_add_(avgs, u, alpha=-(1.0 - beta))
+        if self.scaling == "global":
+            eta = torch.stack(torch._foreach_max(avgs)).max()
             if self.guard:
                 eta = torch.clamp(eta, min=1e-12)
             # Faithful default: the raw maximum η scales the bias-corrected trace ū/(1−β^t).
             scale = 1.0 / eta if self.utility_max == "corrected" else 1.0 / (eta * bc)
-        step_lr = self.step_factor * self.lr
-        for i, name, p in active:
-            avg = self.state[i]["avg_utility"]
-            if scale is not None:
-                s = torch.mul(avg, scale).sigmoid_()
-            else:
-                s = torch.sigmoid(F.normalize(avg / bc, dim=-1, eps=1e-12))
-            s = self._kernelise(s)
-            if self.keep_scaled:
+            scaled = torch._foreach_mul(avgs, scale)
+            torch._foreach_sigmoid_(scaled)
+        else:
+            scaled = [torch.sigmoid(F.normalize(avg / bc, dim=-1, eps=1e-12)) for avg in avgs]
+        scaled = [self._kernelise(s) for s in scaled]
+        if self.keep_scaled:
+            for (_, name, _), s in zip(active, scaled):
                 self.last_scaled[name] = s.clone()
-            xi = self._noise(p)
-            g = p.grad
-            if self.clipped_grad_bug:
-                # The student's learner uses clip_grad_norm_'s return value (the norm) as gradient.
-                g = torch.nn.utils.clip_grad_norm_(p, max_norm=2.0 * float(g.norm()))
-            if self.weight_decay:
-                p.mul_(1.0 - self.lr * self.weight_decay)
-            gate = s.neg_().add_(1.0) if s.is_contiguous() and s.data_ptr() != avg.data_ptr() else 1.0 - s
-            if self.ungated_noise:
-                p.addcmul_(g, gate, value=-step_lr).add_(xi, alpha=step_lr)
-            elif self.protect:
-                p.addcmul_(xi.add_(g), gate, value=-step_lr)
-            else:
-                p.add_(g, alpha=-step_lr).addcmul_(xi, gate, value=-step_lr)
+        noise = self.noises(params, self.sigma)  # drawn tensor by tensor, in parameter order
+        if self.noise_scale is not None:
+            noise = [self._scale_noise(xi, p) for xi, p in zip(noise, params)]
+        if self.clipped_grad_bug:
+            # The student's learner uses clip_grad_norm_'s return value (the norm) as gradient.
+            grads = [torch.nn.utils.clip_grad_norm_(p, max_norm=2.0 * float(g.norm())) for p, g in zip(params, grads)]
+        if self.weight_decay:
+            torch._foreach_mul_(params, 1.0 - self.lr * self.weight_decay)
+        owned = [s.is_contiguous() and s.data_ptr() != avg.data_ptr() for s, avg in zip(scaled, avgs)]
+        if all(owned):  # 1 − s in place
+            torch._foreach_neg_(scaled)
+            torch._foreach_add_(scaled, 1.0)
+            gates = scaled
+        else:
+            gates = [s.neg_().add_(1.0) if own else 1.0 - s for s, own in zip(scaled, owned)]
+        step_lr = self.step_factor * self.lr
+        if self.clipped_grad_bug:  # 0-d "gradients": per tensor, broadcasting
+            for p, g, gate, xi in zip(params, grads, gates, noise):
+                self._apply(p, g, gate, xi, step_lr)
+        elif self.ungated_noise:
+            torch._foreach_addcmul_(params, grads, gates, value=-step_lr)
+            torch._foreach_add_(params, noise, alpha=step_lr)
+        elif self.protect:
+            torch._foreach_add_(noise, grads)
+            torch._foreach_addcmul_(params, noise, gates, value=-step_lr)
+        else:
+            torch._foreach_add_(params, grads, alpha=-step_lr)
+            torch._foreach_addcmul_(params, noise, gates, value=-step_lr)
+
+    def _apply(self, p, g, gate, xi, step_lr: float) -> None:
+        if self.ungated_noise:
+            p.addcmul_(g, gate, value=-step_lr).add_(xi, alpha=step_lr)
+        elif self.protect:
+            p.addcmul_(xi.add_(g), gate, value=-step_lr)
+        else:
+            p.add_(g, alpha=-step_lr).addcmul_(xi, gate, value=-step_lr)

@@ -1,0 +1,191 @@
+"""The overlapped loop (noise drawn ahead, statistics on a second thread, certified ranks) computes
+exactly what the straightforward inline loop computes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import upgd.runner
+from upgd.optim.noise import NoisePrefetcher
+from upgd.runner import RunConfig, run_plain, run_stats
+from upgd.stats import RankCache, weight_and_grad_stats
+
+SEED_HPS = {"lr": 0.01, "beta_utility": 0.999, "sigma": 0.001, "weight_decay": 0.0}
+
+
+def _run(tmp_path, overlap: bool, monkeypatch, *, previous: bool = False, learner: str = "baseline",
+         task: str = "label_permuted_cifar10_stats", network: str = "convolutional_network_relu_with_hooks",
+         n: int = 300, stats_every: int = 1):
+    """Run run_stats and return (result JSON text without run_info, per-step series it bucketed)."""
+    captured = []
+    real = upgd.runner.bucket_means
+
+    def capture(values, cf):
+        captured.append(values.clone())
+        return real(values, cf)
+
+    monkeypatch.setattr(upgd.runner, "bucket_means", capture)
+    if previous:  # the loop as it was: no rank cache (eigvalsh / matrix_rank at every step)
+        monkeypatch.setattr(upgd.runner, "weight_and_grad_stats", lambda net, cache=None: weight_and_grad_stats(net))
+    cfg = RunConfig(task=task, learner=learner, network=network, seed=19, n_samples=n,
+                    save_path=str(tmp_path / ("on" if overlap else "prev" if previous else "off")),
+                    hps=dict(SEED_HPS) if learner != "sgd" else {"lr": 0.01, "weight_decay": 0.0},
+                    change_freq=50, fake_data=True, quiet=True, tensorboard=False, overlap=overlap,
+                    stats_every=stats_every)
+    _, content = run_stats(cfg)
+    monkeypatch.undo()
+    content.pop("run_info")
+    return json.dumps(content), captured
+
+
+def test_seed_line_overlapped_equals_inline_bit_for_bit(tmp_path, monkeypatch):
+    """300 samples of the seed line (fake CIFAR-shaped data, seed 19): the result file and every
+    per-step value (loss, accuracy, plasticity, dead units, the six weight/gradient statistics)
+    are identical, bit for bit, with and without the helper threads, and to the previous loop."""
+    fast, fast_steps = _run(tmp_path, True, monkeypatch)
+    inline, inline_steps = _run(tmp_path, False, monkeypatch)
+    previous, previous_steps = _run(tmp_path, False, monkeypatch, previous=True)
+    assert fast == inline == previous
+    assert len(fast_steps) == 5  # losses, accuracies, plasticity, dead units, the (n, 6) statistics
+    for a, b, c in zip(fast_steps, inline_steps, previous_steps):
+        assert a.shape[0] == 300
+        assert torch.equal(a, b) and torch.equal(a, c)
+    stats = fast_steps[4]
+    assert not stats.isnan().any() and stats[:, 0].min() > 0.5  # every step sampled, ranks present
+
+
+@pytest.mark.parametrize("learner,network,task", [
+    ("ratio_norm", "convolutional_network_relu_with_hooks", "label_permuted_cifar10_stats"),
+    ("sgd", "fully_connected_relu_with_hooks", "input_permuted_mnist_stats"),
+])
+def test_other_learners_overlapped_equal_inline(tmp_path, monkeypatch, learner, network, task):
+    fast, fast_steps = _run(tmp_path, True, monkeypatch, learner=learner, network=network, task=task, n=120,
+                            stats_every=5)
+    inline, inline_steps = _run(tmp_path, False, monkeypatch, learner=learner, network=network, task=task, n=120,
+                                stats_every=5)
+    assert fast == inline
+    for a, b in zip(fast_steps, inline_steps):  # unsampled steps are NaN in both
+        assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num())
+
+
+def test_run_plain_with_noise_ahead_equals_without(tmp_path):
+    def run(overlap):
+        cfg = RunConfig(task="label_permuted_digits", learner="upgd_fo_global", network="fully_connected_relu",
+                        seed=3, n_samples=200, save_path=str(tmp_path / str(overlap)), hps=dict(SEED_HPS),
+                        fake_data=True, quiet=True, tensorboard=False, overlap=overlap)
+        _, content = run_plain(cfg)
+        content.pop("run_info")
+        return content
+
+    assert run(True) == run(False)
+
+
+def test_noise_prefetcher_gives_the_straightforward_sequence():
+    """Changing shapes, extra and missing draws, whole-step and single draws, and the states a
+    checkpoint stores, all match drawing directly from the generator."""
+    sigma = 0.001
+    plan = [[(3, 4), (5,)]] * 4 + [[(3, 4)], [(3, 4), (5,), (2,)], [(7,)], [], [(3, 4), (5,)], [(3, 4), (5,)]]
+    direct = torch.Generator().manual_seed(11)
+    expected, states = [], []
+    for shapes in plan:
+        states.append(direct.get_state())
+        expected.append([torch.randn(s, generator=direct).mul_(sigma) for s in shapes])
+    gen = torch.Generator().manual_seed(11)
+    ahead = NoisePrefetcher(gen, depth=2)
+    try:
+        for k, shapes in enumerate(plan):
+            assert torch.equal(ahead.generator_state(), states[k])  # what a checkpoint stores
+            likes = [torch.empty(s) for s in shapes]
+            got = ahead.randn_all(likes, sigma) if k % 2 else [ahead.randn(like, sigma) for like in likes]
+            assert len(got) == len(expected[k]) and all(torch.equal(a, b) for a, b in zip(got, expected[k]))
+            ahead.step_done()
+        assert torch.equal(ahead.generator_state(), direct.get_state())
+    finally:
+        ahead.close()
+
+
+def test_rank_cache_equals_matrix_rank_along_a_drifting_run():
+    """Certified ranks equal torch.linalg.matrix_rank at every step, for full-rank, rank-deficient,
+    dead-row and borderline matrices and conv kernels, while the weights drift and jump."""
+    gen = torch.Generator().manual_seed(0)
+    u, _, v = torch.linalg.svd(torch.randn(20, 20, generator=gen, dtype=torch.float64))
+    s = torch.ones(20, dtype=torch.float64)
+    s[-1] = 20 * 1.1920929e-07  # a singular value right at the tolerance
+    dead = torch.randn(50, 30, generator=gen)
+    dead[10:] = 0
+    weights = {
+        "linear_1": torch.randn(120, 400, generator=gen) * 0.03,
+        "low": torch.randn(30, 4, generator=gen) @ torch.randn(4, 20, generator=gen),  # rank 4
+        "dead": dead,
+        "border": (u @ torch.diag(s) @ v).float(),
+        "zero": torch.zeros(5, 7),
+        "conv_2": torch.randn(16, 6, 5, 5, generator=gen) * 0.1,
+    }
+    cache = RankCache()
+    for step in range(60):
+        for name, w in weights.items():
+            if name in ("linear_1", "conv_2"):
+                w += torch.randn(w.shape, generator=gen) * (1e-3 if step != 30 else 1.0)  # drift, one jump
+            if name == "conv_2" and step == 40:
+                w[3, 2] = torch.outer(torch.randn(5, generator=gen), torch.randn(5, generator=gen))  # rank 1
+            ranks = cache.rank(name, w)
+            assert torch.equal(ranks, torch.linalg.matrix_rank(w)), (name, step)
+            if name == "conv_2" and step == 40:
+                assert ranks[3, 2] == 1 and ranks.sum() == 95 * 5 + 1
+    assert int(cache.rank("low", weights["low"])) == 4
+
+
+def test_worker_failure_reaches_the_main_thread(tmp_path, monkeypatch):
+    def boom(net, *args):
+        raise RuntimeError("statistics failed")
+
+    monkeypatch.setattr(upgd.runner, "weight_and_grad_stats", boom)
+    cfg = RunConfig(task="label_permuted_digits_stats", learner="sgd", network="fully_connected_relu_with_hooks",
+                    seed=0, n_samples=30, save_path=str(tmp_path), hps={"lr": 0.1, "weight_decay": 0.0},
+                    change_freq=10, fake_data=True, quiet=True, tensorboard=False, overlap=True)
+    with pytest.raises(RuntimeError, match="statistics failed"):
+        run_stats(cfg)
+
+
+def _straightforward_stats(net):
+    """The statistics as the original writes them: per tensor, torch.linalg.matrix_rank for the rank."""
+    w_sq = w_abs = g_sq = g_abs = g_nz = 0.0
+    rank_sum, max_sum, count = 0.0, 0, 0
+    for name, p in net.named_parameters():
+        if "weight" not in name:
+            continue
+        w = p.detach()
+        w_sq = w_sq + (w * w).sum()
+        w_abs = w_abs + w.abs().sum()
+        count += w.numel()
+        g = p.grad
+        g_sq = g_sq + (g * g).sum()
+        g_abs = g_abs + g.abs().sum()
+        g_nz = g_nz + (g != 0).sum()
+        ranks = torch.linalg.matrix_rank(w)
+        rank_sum = rank_sum + (ranks.float().mean() if "conv" in name else ranks.float())
+        max_sum += min(w.shape[-2], w.shape[-1])
+    values = [rank_sum / max_sum, torch.as_tensor(w_sq).sqrt(), w_abs, torch.as_tensor(g_sq).sqrt(),
+              torch.as_tensor(g_nz) / count, g_abs]
+    return torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in values])
+
+
+@pytest.mark.parametrize("network,n_inputs", [("convolutional_network_relu_with_hooks", 3072),
+                                               ("fully_connected_relu_with_hooks", 784)])
+def test_weight_and_grad_stats_equal_the_straightforward_formulas(network, n_inputs):
+    from upgd.networks import build_network
+
+    torch.manual_seed(0)
+    net = build_network(network, n_inputs, 10)
+    cache = RankCache()
+    for _ in range(5):
+        x = torch.randn(1, *net.input_shape)
+        net.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(net(x), torch.tensor([3])).backward()
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(p.grad, alpha=-0.1)
+        assert torch.equal(weight_and_grad_stats(net, cache), _straightforward_stats(net))
+        assert torch.equal(weight_and_grad_stats(net), _straightforward_stats(net))
