@@ -7,11 +7,10 @@ per-task curves and first/last-20 % figures the claims compare.
 
 from __future__ import annotations
 
-from forgetting_common.figures import save_figure
-
 from pathlib import Path
 
 import numpy as np
+from forgetting_common.figures import save_figure
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2]
 TITLE = "UPGD (Elsayed & Mahmood, 2024) and the ETH student extension"
