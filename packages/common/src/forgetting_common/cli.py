@@ -74,6 +74,11 @@ def _finite(value: str, expected: str) -> float:
     return number
 
 
+def finite_float(value: str) -> float:
+    """An argparse type for any finite number (nan and inf refused), for flags with no natural range."""
+    return _finite(value, "a finite number")
+
+
 def non_negative_float(value: str) -> float:
     """An argparse type for a finite number of zero or more (learning rates, decays, sigmas)."""
     number = _finite(value, "a finite number of zero or more")

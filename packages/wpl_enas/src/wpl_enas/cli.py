@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import math
 import time
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -22,6 +21,7 @@ from forgetting_common.cli import (
     add_common_flags,
     config_dict,
     enas_str2bool,
+    finite_float,
     fraction,
     non_negative_float,
     positive_float,
@@ -36,17 +36,6 @@ RNN_ACTIVATIONS = ["tanh", "ReLU", "identity", "sigmoid"]
 def str2bool(value: str) -> bool:
     """The original's string-to-bool: ``value.lower() in "true"`` (so ``"1"`` is False)."""
     return enas_str2bool(value)
-
-
-def finite_float(value: str) -> float:
-    """A float flag without a natural range (decays, clips where <= 0 means off): nan/inf refused."""
-    try:
-        number = float(value)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {value!r}") from err
-    if not math.isfinite(number):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {value!r}")
-    return number
 
 
 def literal(value: str) -> Any:
