@@ -63,7 +63,15 @@ def test_readme_names_the_test_command():
     assert "uv run pytest" in readme_commands()
 
 
-@pytest.mark.parametrize("command", [c for c in readme_commands() if "uv run python" in c], ids=lambda c: c[:50])
+def readme_inline_commands() -> list[str]:
+    """Every `cd packages/... && uv run python ...` written inline in the root README."""
+    import re
+
+    return re.findall(r"`(cd packages/[^`]+ && uv run python [^`]+)`", (ROOT / "README.md").read_text())
+
+
+@pytest.mark.parametrize("command", [c for c in readme_commands() if "uv run python" in c] + readme_inline_commands(),
+                         ids=lambda c: c[:50])
 def test_readme_job_commands_are_valid(command, run_script, tmp_path):
     parts = [p.strip() for p in command.split("&&")]
     assert parts[0].startswith("cd packages/"), command
@@ -75,3 +83,14 @@ def test_readme_job_commands_are_valid(command, run_script, tmp_path):
     code, out, err = run_script(package, tokens[3], [*tokens[4:], "--print_config"], cwd)
     assert code == 0, err[-500:]
     assert not any(cwd.iterdir())
+
+
+@pytest.mark.parametrize("command", [c for c in readme_commands() if c.startswith("uv run forgetting reproduce")],
+                         ids=lambda c: c[:60])
+def test_readme_forgetting_commands_name_a_claim_and_its_scale(command):
+    from forgetting.claims import discover
+
+    tokens = shlex.split(command)
+    claim = discover()[tokens[4]]
+    scale = tokens[tokens.index("--scale") + 1]
+    assert claim.sweep is not None and scale in claim.sweep.grids
