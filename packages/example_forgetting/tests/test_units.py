@@ -153,9 +153,8 @@ def test_recorder_matches_per_example_loop():
         rec.end_epoch(50.0)
     d = rec.to_dict()
     for i in ids.tolist():
-        assert d[i][1] == loop_stats[i][1]
-        np.testing.assert_allclose(d[i][0], loop_stats[i][0], rtol=1e-6)
-        np.testing.assert_allclose(d[i][2], loop_stats[i][2], rtol=1e-6, atol=1e-6)
+        # exactly the original's values: float32 losses, 0/1 ints, float64 differences of float32 outputs
+        assert d[i] == loop_stats[i]
     keys = list(d)
     assert keys[:4] == ids[np.random.RandomState(0).permutation(6)[:4]].tolist()
     assert keys[4] == "train" and keys[-1] == "test"
@@ -266,3 +265,41 @@ def test_configs_are_frozen_and_keep_the_original_names_and_order():
     cifar, _ = parse_cifar(["--output_dir", "x", "--data_source", "synthetic"])
     assert isinstance(cifar, CifarConfig) and cifar.noise_std_pixels == 0 and type(cifar.noise_std_pixels) is int
     assert cifar.save_fname.endswith("noise_std_pixels_0")
+
+
+def test_margin_is_the_float64_difference_of_the_float32_outputs():
+    """The original subtracted two ``.item()`` values as Python floats: 1 - 2**-30 is not a float32."""
+    out = torch.tensor([[1.0, 2.0**-30, -5.0]])
+    margin, correct = margins_and_correct(out, torch.tensor([0]))
+    assert bool(correct[0]) and margin.dtype == torch.float64
+    assert margin.item() == 1.0 - 2.0**-30 != float(torch.tensor(1.0) - torch.tensor(2.0**-30))
+    rec = StatsRecorder(np.array([5]), epochs=1)
+    rec.set_first_order(np.array([0]), 1)
+    rec.record(0, torch.tensor([0]), out, torch.tensor([0]), torch.tensor([0.25]))
+    rec.end_epoch(0.0)
+    assert rec.to_dict()[5] == [[0.25], [1], [1.0 - 2.0**-30]]
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "permuted_mnist"])
+def test_mnist_batches_normalised_per_batch_equal_the_whole_set_normalised(dataset):
+    """uint8 images normalised when a batch is drawn give bit for bit the values of the whole
+    set normalised (and permuted) once: the network sees exactly the same inputs."""
+    from example_forgetting.cli import parse_mnist
+    from example_forgetting.train import BatchInputs
+    from forgetting_common.data import normalize, permute_pixels
+
+    config, _ = parse_mnist(["--dataset", dataset, "--output_dir", "unused"])
+    images = np.random.RandomState(0).randint(0, 256, size=(300, 1, 28, 28)).astype(np.uint8)
+    images[0] = 0
+    images[1] = 255
+    permutation = torch.randperm(784, generator=torch.Generator().manual_seed(3)) if dataset != "mnist" else None
+    inputs = BatchInputs(config, images, torch.device("cpu"), permutation, torch.Generator())
+    assert inputs.x.dtype == torch.uint8  # held as bytes, not float32
+    whole = normalize(torch.from_numpy(images), D.MNIST_MEAN, D.MNIST_STD)
+    if permutation is not None:
+        whole = permute_pixels(whole, permutation)
+        assert not torch.equal(whole, normalize(torch.from_numpy(images), D.MNIST_MEAN, D.MNIST_STD))
+    for pos in (torch.arange(64), torch.tensor([1, 0, 299, 7]), torch.from_numpy(np.random.RandomState(1).permutation(300))):
+        batch = inputs(pos)
+        assert batch.dtype == torch.float32 and torch.equal(batch, whole[pos])
+    assert inputs(torch.tensor([0]))[0, 0, 0, 0].item() == np.float32((np.float32(0.0) - np.float32(0.1307)) / np.float32(0.3081))

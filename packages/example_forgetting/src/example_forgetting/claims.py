@@ -7,17 +7,20 @@ original's rule) and ``measure`` sums them over seeds as ``order_examples_by_for
 The removal claim is a three-stage sweep: statistics runs (stage 0) and the original sorting
 script (stage 1) write into the sweep's shared folder, then ``run_mnist.py --sorting_file`` removal
 runs (stage 2: sizes x selected/random x seeds, and full-data baselines) read the sorting file.
-The label-noise claim is not a sweep: the original MNIST script has no label-noise flag, so its
-recorded result comes from the in-process reduced reproduction ``python -m
-example_forgetting.reproduce``; its verdict is derived from the recorded numbers.
+Every figure is the package's own (``example_forgetting.plots``). The label-noise claim is not a
+sweep: the original MNIST script has no label-noise flag, so its recorded result comes from
+``python -m example_forgetting.reproduce``, which builds a ``run_mnist.py`` configuration through
+the script's parser and sets the library's label noise on it; its verdict is derived from the
+recorded numbers.
 """
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
+from forgetting_common.figures import save_figure
+from forgetting_common.safeload import load_pickle
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2]
 TITLE = "Example forgetting (Toneva et al., 2019)"
@@ -44,15 +47,14 @@ def read_counts(run: dict, out: Path) -> dict:
     from example_forgetting.stats import run_forgetting
 
     (path,) = sorted(out.glob(f"*{STATS_SUFFIX}"))
-    with open(path, "rb") as handle:
-        stats = pickle.load(handle)
+    stats = load_pickle(path, what="statistics file")
     epochs = int(run["labels"]["epochs"])
     if len(stats["test"][1]) != epochs:
         raise ValueError(f"{path} holds {len(stats['test'][1])} epochs, not {epochs}")
     r = run_forgetting(stats, epochs)
     order = np.argsort(r.ids, kind="stable")
     return {"ids": r.ids[order].tolist(), "counts": r.counts(epochs)[order].tolist(),
-            "best_test_acc": float(max(stats["test"][1]))}
+            "never_learned": (~r.learned[order]).tolist(), "best_test_acc": float(max(stats["test"][1]))}
 
 
 def measure_counts(values: dict) -> dict:
@@ -82,24 +84,43 @@ def summary_counts(m: dict) -> str:
             f"{m['permuted_mnist_pearson']:.3f} ({m['seeds']:.0f} seeds)")
 
 
-def figure_counts(values: dict, measured: dict, path: Path) -> None:
-    import matplotlib.pyplot as plt
+def _histogram(values: dict, dataset: str):
+    """The package's Fig. 1 histogram (``example_forgetting.plots``) of one dataset's totals over seeds."""
+    from example_forgetting.plots import forgetting_histogram
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for d, color in zip(DATASETS, ("tab:blue", "tab:orange")):
-        runs = [v for v in values.values() if v["_labels"]["dataset"] == d]
-        totals = np.array([r["counts"] for r in runs]).sum(axis=0)
-        top = int(totals.max())
-        hist = np.bincount(totals, minlength=top + 1) / len(totals)
-        ax.bar(np.arange(top + 1) + (0.2 if d == "permuted_mnist" else -0.2), hist, 0.4, color=color,
-               label=f"{d} ({100 * measured[d]:.1f}% unforgettable)")
-    ax.set(xlabel="forgetting events (summed over seeds; never learned = epochs)", ylabel="fraction of examples",
-           title="Fig. 1: forgetting events per example")
-    ax.set_xlim(-0.6, min(ax.get_xlim()[1], 30))
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    runs = [v for v in values.values() if v["_labels"]["dataset"] == dataset]
+    totals = np.array([r["counts"] for r in runs]).sum(axis=0)
+    # a never-learned example holds the penalty, not events: the histogram gives it its own bar
+    never = np.array([r.get("never_learned", [False] * len(totals)) for r in runs]).any(axis=0)
+    return forgetting_histogram(totals, never, title=dataset.replace("_", " ").replace("mnist", "MNIST"),
+                                runs=len(runs))
+
+
+def _pixels(fig) -> np.ndarray:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())
+
+
+def figure_counts(datasets: tuple[str, ...]):
+    """Fig. 1: the histogram of each dataset, side by side."""
+    def figure(values: dict, measured: dict, path: Path) -> None:
+        if len(datasets) == 1:
+            save_figure(_histogram(values, datasets[0]), path, dpi=120)
+            return
+        from matplotlib.figure import Figure
+
+        panels = [_pixels(_histogram(values, d)) for d in datasets]
+        height, width = panels[0].shape[:2]
+        fig = Figure(figsize=(len(panels) * width / 100, height / 100))
+        for k, image in enumerate(panels):
+            ax = fig.add_axes((k / len(panels), 0, 1 / len(panels), 1))
+            ax.imshow(image)
+            ax.set_axis_off()
+        save_figure(fig, path, dpi=100)
+    return figure
 
 
 def _limits(train_limit: int | None, test_limit: int | None) -> list[str]:
@@ -122,7 +143,7 @@ def _removal_grid(train_limit: int | None, test_limit: int | None, epochs: int, 
                      "args": ["--output_dir", stats_dir, "--output_name", "mnist_sorted", "--input_dir", stats_dir,
                               "--input_fname_args", "dataset", "mnist", "no_dropout", "True", "sorting_file", "none",
                               "remove_n", "0", "keep_lowest_n", "0", "--epochs", str(epochs), "--overwrite", "--quiet"],
-                     "labels": {"role": "order"}})
+                     "labels": {"role": "order"}, "resume": False})  # seconds long, no resume flag
         for s in removal_seeds:  # the README's removal commands train with dropout
             runs.append({"name": f"full_seed{s}", "script": "run_mnist.py", "stage": 2,
                          "args": ["--dataset", "mnist", "--seed", str(s), *common, "--output_dir", "{out}"],
@@ -145,8 +166,7 @@ def read_removal(run: dict, out: Path) -> dict:
     from example_forgetting.naming import STATS_SUFFIX
 
     (path,) = sorted(out.glob(f"*{STATS_SUFFIX}"))
-    with open(path, "rb") as handle:
-        stats = pickle.load(handle)
+    stats = load_pickle(path, what="statistics file")
     return {"best_test_acc": float(max(stats["test"][1]))}
 
 
@@ -174,21 +194,25 @@ def summary_removal(m: dict) -> str:
 
 
 def figure_removal(values: dict, measured: dict, path: Path) -> None:
-    import matplotlib.pyplot as plt
+    """Fig. 6: the package's removal curve (``example_forgetting.plots``), mean ± sd over the removal seeds."""
+    from example_forgetting.plots import RANDOM, SELECTED, removal_curve
 
-    pcts = sorted(int(k.split("_")[1]) for k in measured if k.startswith("selected_") and k[9:].isdigit())
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for arm, color in (("selected", "tab:blue"), ("random", "tab:red")):
-        ax.plot([0, *pcts], [measured["full"], *(measured[f"{arm}_{p}"] for p in pcts)], marker="o", color=color,
-                label="least forgotten removed" if arm == "selected" else "random removed")
-    ax.set(xlabel="% of training set removed", ylabel="best test accuracy (%)", title="Fig. 6 (MNIST): removal")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    table: dict[str, dict[int, list[float]]] = {SELECTED: {}, RANDOM: {}}
+    for v in values.values():
+        role = v["_labels"]["role"]
+        if role == "full":  # the full-data runs are the point 0 of both curves
+            for arm in table:
+                table[arm].setdefault(0, []).append(v["best_test_acc"])
+        elif role in table:
+            table[role].setdefault(int(v["_labels"]["remove_n"]), []).append(v["best_test_acc"])
+    sized = [v for v in values.values() if v["_labels"]["role"] in table]
+    fig = removal_curve({arm: dict(sorted(points.items())) for arm, points in table.items()},
+                        train_size=sized[0]["_labels"]["train_size"] if sized else None,
+                        title="Fig. 6 (MNIST): removal", ylabel="best test accuracy (%)")
+    save_figure(fig, path, dpi=120)
 
 
-STATS = {"sweep": "statistics", "measure": measure_counts, "summary": summary_counts, "figure": figure_counts,
+STATS = {"sweep": "statistics", "measure": measure_counts, "summary": summary_counts, "figure": figure_counts(("mnist",)),
          "data": {"smoke": "real MNIST, first 1k train / 300 test, 3 epochs, seeds 1-2",
                   "cpu": "real MNIST, first 4k train / 1k test, 20 epochs, seeds 1-3 (permuted per seed)",
                   "paper": "real MNIST, 60k train, 200 epochs, seeds 1-5"}}
@@ -232,7 +256,7 @@ def paper() -> dict:
              "verdict": ("within", "unforgettable_fraction", 0.917, 0.05)},
             {**STATS, "name": "permuted_fewer", "statement": "Permuted MNIST has fewer unforgettable examples than MNIST",
              "source": "Fig. 1", "paper_value": "75.3% vs 91.7%",
-             "verdict": ("greater", "mnist", "permuted_mnist")},
+             "verdict": ("greater", "mnist", "permuted_mnist"), "figure": figure_counts(DATASETS)},
             {"name": "removal_mnist", "sweep": "removal",
              "statement": "Removing the least-forgotten examples keeps accuracy better than random removal (MNIST)",
              "source": "Fig. 6", "paper_value": "accuracy kept up to 80% removed",

@@ -26,7 +26,6 @@ from forgetting_common.cli import (
 )
 from forgetting_common.errors import UserError
 
-from example_forgetting import data as D
 from example_forgetting.naming import CIFAR_NAME_ARGS, MNIST_NAME_ARGS, save_fname
 
 
@@ -273,6 +272,8 @@ def resolved(config: Config) -> Config:
     """``--data_root`` resolved (the flag, else ``$FORGETTING_DATA``, else ``/tmp/data``) for real data."""
     if config.data_source != "real":
         return config
+    from example_forgetting import data as D  # torch: not for the order script
+
     return replace(config, data_root=str(D.data_root(config.data_root)))
 
 

@@ -19,10 +19,11 @@ from forgetting_common.data import (
     DatasetError,
     download_guard,
     load_cifar,
-    load_mnist,
     resolve_root,
 )
 from forgetting_common.data.fake import class_patterned_images
+from forgetting_common.data.mnist import check_idx_file
+from forgetting_common.data.roots import missing
 from forgetting_common.errors import UserError
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
@@ -130,8 +131,7 @@ def check_split(split: Split, dataset: str, root: Path, what: str) -> None:
 
 def _load_real(dataset: str, root: Path) -> tuple[Split, Split]:
     if "mnist" in dataset:
-        parts = [load_mnist(root, train=t, download=False, flag="--data_root") for t in (True, False)]
-        return tuple(Split(x.unsqueeze(1).contiguous(), y) for x, y in parts)  # type: ignore[return-value]
+        return read_mnist(root, train=True), read_mnist(root, train=False)
     jpeg = dataset == "cifar10" and not (root / "cifar-10-batches-py").is_dir()
     parts = [load_cifar(root, dataset, train=t, flag="--data_root") for t in (True, False)]
     splits = [Split(x, y) for x, y, _ in parts]
@@ -143,6 +143,37 @@ def _load_real(dataset: str, root: Path) -> tuple[Split, Split]:
         # classes. Example ids are positions in this fixed order.
         splits = [fixed_shuffle(s) for s in splits]
     return splits[0], splits[1]
+
+
+MNIST_LAYOUT = "torchvision's ROOT/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte"
+MNIST_FILES = tuple(f"{p}-{k}-ubyte" for p in ("train", "t10k") for k in ("images-idx3", "labels-idx1"))
+
+
+def read_mnist(root: Path, train: bool) -> Split:
+    """One MNIST split from torchvision's raw IDX files, read directly.
+
+    The same uint8 values and int64 labels as torchvision's ``MNIST`` dataset, without importing
+    torchvision, which alone costs about 170 MB of resident memory. Like torchvision, all four
+    files must be present.
+    """
+    raw = root / "MNIST" / "raw"
+    prefix = "train" if train else "t10k"
+    paths = [raw / f"{prefix}-{kind}-ubyte" for kind in ("images-idx3", "labels-idx1")]
+    for path in paths:
+        check_idx_file(path)  # truncated or oversized files: one line naming the file
+    if not all((raw / name).is_file() for name in MNIST_FILES):
+        raise missing("MNIST", raw, MNIST_LAYOUT, "--data_root")
+    images, labels = (_read_idx_uint8(path, ndim) for path, ndim in zip(paths, (3, 1)))
+    return Split(torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))
+
+
+def _read_idx_uint8(path: Path, ndim: int) -> np.ndarray:
+    with open(path, "rb") as handle:
+        header = handle.read(4)
+        if header[2] != 0x08 or header[3] != ndim:
+            raise DatasetError(f"{path} is not an IDX file of {ndim}-dimensional unsigned bytes, as MNIST's are")
+        dims = [int.from_bytes(handle.read(4), "big") for _ in range(ndim)]
+        return np.fromfile(handle, dtype=np.uint8).reshape(dims)
 
 
 def fixed_shuffle(split: Split, seed: int = 0) -> Split:

@@ -1,7 +1,7 @@
 """``order_examples_by_forgetting.py``: statistics files in, the sorted order (and its histogram) out.
 
 Also the reader of sorted-order files that ``--sorting_file`` names. The counting itself is in
-:mod:`example_forgetting.stats`.
+:mod:`example_forgetting.counting` (part of the method, :mod:`example_forgetting.stats`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,16 @@ from forgetting_common.runlog import progress
 from forgetting_common.safeload import load_pickle
 
 from example_forgetting.cli import OrderConfig
+from example_forgetting.counting import (
+    Ordering,
+    RunForgetting,
+    example_keys,
+    forgetting_from_acc,
+    order_examples,
+    run_forgetting,
+)
 from example_forgetting.naming import matches
-from example_forgetting.stats import Ordering, example_keys, order_examples, run_forgetting
+from example_forgetting.stats_scan import AccuracyScanner
 
 HISTOGRAM_SUFFIX = "_histogram.png"
 
@@ -45,6 +53,18 @@ def load_stats(path: str | os.PathLike[str]) -> dict[Any, Any]:
     except TypeError as err:
         raise UserError(f"{path} is not a statistics file (entries must be [losses, accs, margins])") from err
     return stats
+
+
+def read_run(path: str | os.PathLike[str], epochs: int, scanner: AccuracyScanner | None = None) -> RunForgetting:
+    """One run's forgetting counts: the accuracies read straight from the file's bytes where it
+    has the statistics layout (:mod:`example_forgetting.stats_scan`: tens of times faster than
+    unpickling it, in a quarter of the memory), else from the unpickled dict; the same numbers."""
+    scanned = (scanner or AccuracyScanner())(path, epochs)
+    if scanned is None:
+        return run_forgetting(load_stats(path), epochs, source=str(path))
+    ids, acc = scanned
+    events, learned, first = forgetting_from_acc(acc)
+    return RunForgetting(ids=ids, events=events, learned=learned, first_learned=first, source=str(path))
 
 
 def load_sorting(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -95,7 +115,8 @@ def order(config: OrderConfig) -> Ordering:
             print(f"skipping file: {path.name}")
     for path in included:
         print(f"including file: {path.name}")
-    runs = [run_forgetting(load_stats(path), config.epochs, source=str(path))
+    scanner = AccuracyScanner()
+    runs = [read_run(path, config.epochs, scanner)
             for path in progress(included, quiet=config.quiet, desc="counting", unit="file")]
     if not runs:
         raise UserError(f"No input files found in {config.input_dir} that match {pairs}")

@@ -26,8 +26,8 @@ from forgetting_common.cli import OneLineErrorParser
 from forgetting_common.errors import UserError
 from forgetting_common.figures import save_figure
 
+from example_forgetting.counting import Ordering
 from example_forgetting.naming import matches, parse_fname
-from example_forgetting.stats import Ordering
 
 SELECTED, RANDOM = "selected", "random"
 # What a removal run's name pins down besides the removal itself; runs of one curve share these.
