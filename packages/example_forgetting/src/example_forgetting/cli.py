@@ -11,7 +11,6 @@ that object, never the argparse namespace.
 from __future__ import annotations
 
 import argparse
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar
@@ -19,6 +18,7 @@ from typing import Any, ClassVar
 from forgetting_common.cli import (
     OneLineErrorParser,
     add_common_flags,
+    finite_float,
     maybe_print_config,
     non_negative_float,
     non_negative_int,
@@ -27,17 +27,6 @@ from forgetting_common.cli import (
 from forgetting_common.errors import UserError
 
 from example_forgetting.naming import CIFAR_NAME_ARGS, MNIST_NAME_ARGS, save_fname
-
-
-def finite_float(value: str) -> float:
-    """An argparse type for any finite number (nan and inf are refused)."""
-    try:
-        number = float(value)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {value!r}") from err
-    if not math.isfinite(number):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {value!r}")
-    return number
 
 
 def _extension_flags(parser: argparse.ArgumentParser) -> None:
