@@ -9,6 +9,11 @@ CONF_DIR=/etc/slurm
 PARTITION=${FORGETTING_SLURM_PARTITION:-ci}
 
 start() {
+  # A Slurm already up with this partition (a second CI run on the same machine) is used as it is.
+  if command -v sinfo >/dev/null && sinfo -h -p "$PARTITION" -o %t 2>/dev/null | grep -qx idle; then
+    echo "slurm.sh: partition $PARTITION is already up; using it"
+    return 0
+  fi
   if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null; then
     [ "$(id -u)" = 0 ] || { echo "slurm.sh: slurm-wlm and munge are missing and we are not root" >&2; exit 1; }
     apt-get update -qq
