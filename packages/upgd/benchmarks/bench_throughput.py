@@ -6,7 +6,7 @@ each is kept):
 
 * ``bare``: the bare eager loop of the same network at batch size 1 (forward, cross-entropy,
   backward, ``torch.optim.SGD``), no statistics: the floor;
-* ``ours``: the real ``upgd.runner.run_stats`` as the CLI runs it (statistics every step = the
+* ``ours``: the real ``upgd.train.run_stats`` as the CLI runs it (statistics every step = the
   faithful seed line, on the second thread, exact rank certificate);
 * ``previous``: the same loop as it was before (statistics inline on one thread, the rank
   recomputed by eigvalsh/``matrix_rank`` at every step).
@@ -34,12 +34,14 @@ import time
 
 import torch
 import torch.nn.functional as F
-import upgd.runner
+import upgd.train
 from forgetting_common.cli import OneLineErrorParser, add_print_config_flag, config_dict
 from forgetting_common.errors import run_main
-from upgd.runner import Experiment, RunConfig, run_stats
+from upgd.cli import Config
+from upgd.experiment import Experiment
 from upgd.seed_commands import SEED_HPS
 from upgd.stats import weight_and_grad_stats
+from upgd.train import run_stats
 
 #: task key -> (run_stats task, its statistics network)
 TASKS = {
@@ -89,8 +91,8 @@ class Cost:
 
 def bare_loop(task: str, network: str, steps: int, seed: int) -> Cost:
     """Forward/backward/SGD on the task's samples, nothing else."""
-    cfg = RunConfig(task=task, learner="sgd", network=network, seed=seed, n_samples=steps,
-                    hps=dict(HPS["sgd"]), fake_data=True, quiet=True, tensorboard=False, overlap=False)
+    cfg = Config(task=task, learner="sgd", network=network, seed=seed, n_samples=steps,
+                 hps=dict(HPS["sgd"]), fake_data=True, quiet=True, tensorboard=False, overlap=False)
     exp = Experiment(cfg)
     net, stream, shape = exp.net, exp.task, exp.input_shape
     opt = torch.optim.SGD(net.parameters(), lr=0.01)
@@ -105,18 +107,18 @@ def bare_loop(task: str, network: str, steps: int, seed: int) -> Cost:
 
 def _run_stats_once(task: str, network: str, learner: str, steps: int, seed: int, overlap: bool, previous: bool):
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = RunConfig(task=task, learner=learner, network=network, seed=seed, n_samples=steps,
-                        save_path=tmp, hps=hps_for(learner), fake_data=True, quiet=True, tensorboard=False,
-                        overlap=overlap, checkpoint_every=0)
-        patched = upgd.runner.weight_and_grad_stats
+        cfg = Config(task=task, learner=learner, network=network, seed=seed, n_samples=steps,
+                     save_path=tmp, hps=hps_for(learner), fake_data=True, quiet=True, tensorboard=False,
+                     overlap=overlap, checkpoint_every=0)
+        patched = upgd.train.weight_and_grad_stats
         if previous:  # no rank cache: eigvalsh of the Gram matrix / matrix_rank at every step, as before
-            upgd.runner.weight_and_grad_stats = lambda net, cache=None: weight_and_grad_stats(net, None)
+            upgd.train.weight_and_grad_stats = lambda net, cache=None: weight_and_grad_stats(net, None)
         try:
             start = Cost.clock()
             run_stats(cfg)
             return Cost.clock(), start
         finally:
-            upgd.runner.weight_and_grad_stats = patched
+            upgd.train.weight_and_grad_stats = patched
 
 
 def stats_run(task: str, network: str, learner: str, steps: int, seed: int, overlap: bool, previous: bool) -> Cost:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -30,10 +29,3 @@ def run_cli(tmp_path, monkeypatch):
 
     return _run
 
-
-@pytest.fixture
-def data_root():
-    root = os.environ.get("FORGETTING_DATA")
-    if not root:
-        pytest.skip("FORGETTING_DATA is not set: the real-data tests read MNIST and the student logs from it")
-    return Path(root)

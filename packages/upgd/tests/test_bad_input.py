@@ -94,14 +94,14 @@ def test_script_one_line_error_and_exit_code(tmp_path):
 
 
 def test_failure_inside_run_writes_failed_files_and_raises(tmp_path, monkeypatch):
-    import upgd.runner
+    import upgd.train
 
     monkeypatch.chdir(tmp_path)
 
     def boom(net, *args):
         raise RuntimeError("simulated failure")
 
-    monkeypatch.setattr(upgd.runner, "weight_and_grad_stats", boom)
+    monkeypatch.setattr(upgd.train, "weight_and_grad_stats", boom)
     argv = ["--task", "label_permuted_digits_stats", "--learner", "sgd", "--lr", "0.1",
             "--network", "fully_connected_relu_with_hooks", "--save_path", str(tmp_path / "logs"), *FAKE]
     with pytest.raises(RuntimeError, match="simulated failure"):

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from upgd.hesscale import backward_with_hesscale
-from upgd.networks import build_network
+from upgd.models import build_network
 
 
 def _exact_diag(net, param, x, y, criterion):

@@ -14,7 +14,7 @@ from forgetting_common.data.fake import (
     write_mnist,
 )
 from forgetting_common.errors import UserError
-from upgd.tasks import compute_resnet_features, load_source
+from upgd.data import compute_resnet_features, load_source
 
 
 def test_idx_pickle_and_jpeg_layouts(tmp_path, monkeypatch):
@@ -62,7 +62,7 @@ def test_mini_imagenet_features_file_and_feature_extraction(tmp_path):
 
 
 def test_offline_stream_relabels_held_out_with_the_ended_task(tmp_path):
-    from upgd.tasks import build_task
+    from upgd.data import build_task
 
     write_emnist(tmp_path, n_train=60, n_test=30)
     task = build_task("label_permuted_emnist_offline", seed=0, device=torch.device("cpu"), data_dir=tmp_path,

@@ -38,8 +38,8 @@ MNIST = {"baseline": (0.4186, 0.0045, 1.2917, 0.6466), "weight_norm": (0.3277, -
 
 
 @pytest.mark.real_data
-def test_student_table_recomputed_to_four_decimals(data_root, tmp_path):
-    logs = data_root / "upgd-student-logs"
+def test_student_table_recomputed_to_four_decimals(forgetting_data, tmp_path):
+    logs = forgetting_data("upgd-student-logs") / "upgd-student-logs"
     rows = {(r["task"], r["approach"]): r for r in results_table([logs])}
     assert len(rows) == 14
     for name, (acc, cf, lip, plast) in CIFAR.items():

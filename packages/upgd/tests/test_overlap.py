@@ -7,10 +7,11 @@ import json
 
 import pytest
 import torch
-import upgd.runner
+import upgd.train
+from upgd.cli import Config
 from upgd.optim.noise import NoisePrefetcher
-from upgd.runner import RunConfig, run_plain, run_stats
 from upgd.stats import RankCache, weight_and_grad_stats
+from upgd.train import run_plain, run_stats
 
 SEED_HPS = {"lr": 0.01, "beta_utility": 0.999, "sigma": 0.001, "weight_decay": 0.0}
 
@@ -20,20 +21,20 @@ def _run(tmp_path, overlap: bool, monkeypatch, *, previous: bool = False, learne
          n: int = 300, stats_every: int = 1):
     """Run run_stats and return (result JSON text without run_info, per-step series it bucketed)."""
     captured = []
-    real = upgd.runner.bucket_means
+    real = upgd.train.bucket_means
 
     def capture(values, cf):
         captured.append(values.clone())
         return real(values, cf)
 
-    monkeypatch.setattr(upgd.runner, "bucket_means", capture)
+    monkeypatch.setattr(upgd.train, "bucket_means", capture)
     if previous:  # the loop as it was: no rank cache (eigvalsh / matrix_rank at every step)
-        monkeypatch.setattr(upgd.runner, "weight_and_grad_stats", lambda net, cache=None: weight_and_grad_stats(net))
-    cfg = RunConfig(task=task, learner=learner, network=network, seed=19, n_samples=n,
-                    save_path=str(tmp_path / ("on" if overlap else "prev" if previous else "off")),
-                    hps=dict(SEED_HPS) if learner != "sgd" else {"lr": 0.01, "weight_decay": 0.0},
-                    change_freq=50, fake_data=True, quiet=True, tensorboard=False, overlap=overlap,
-                    stats_every=stats_every)
+        monkeypatch.setattr(upgd.train, "weight_and_grad_stats", lambda net, cache=None: weight_and_grad_stats(net))
+    cfg = Config(task=task, learner=learner, network=network, seed=19, n_samples=n,
+                 save_path=str(tmp_path / ("on" if overlap else "prev" if previous else "off")),
+                 hps=dict(SEED_HPS) if learner != "sgd" else {"lr": 0.01, "weight_decay": 0.0},
+                 change_freq=50, fake_data=True, quiet=True, tensorboard=False, overlap=overlap,
+                 stats_every=stats_every)
     _, content = run_stats(cfg)
     monkeypatch.undo()
     content.pop("run_info")
@@ -72,9 +73,9 @@ def test_other_learners_overlapped_equal_inline(tmp_path, monkeypatch, learner, 
 
 def test_run_plain_with_noise_ahead_equals_without(tmp_path):
     def run(overlap):
-        cfg = RunConfig(task="label_permuted_digits", learner="upgd_fo_global", network="fully_connected_relu",
-                        seed=3, n_samples=200, save_path=str(tmp_path / str(overlap)), hps=dict(SEED_HPS),
-                        fake_data=True, quiet=True, tensorboard=False, overlap=overlap)
+        cfg = Config(task="label_permuted_digits", learner="upgd_fo_global", network="fully_connected_relu",
+                     seed=3, n_samples=200, save_path=str(tmp_path / str(overlap)), hps=dict(SEED_HPS),
+                     fake_data=True, quiet=True, tensorboard=False, overlap=overlap)
         _, content = run_plain(cfg)
         content.pop("run_info")
         return content
@@ -141,10 +142,10 @@ def test_worker_failure_reaches_the_main_thread(tmp_path, monkeypatch):
     def boom(net, *args):
         raise RuntimeError("statistics failed")
 
-    monkeypatch.setattr(upgd.runner, "weight_and_grad_stats", boom)
-    cfg = RunConfig(task="label_permuted_digits_stats", learner="sgd", network="fully_connected_relu_with_hooks",
-                    seed=0, n_samples=30, save_path=str(tmp_path), hps={"lr": 0.1, "weight_decay": 0.0},
-                    change_freq=10, fake_data=True, quiet=True, tensorboard=False, overlap=True)
+    monkeypatch.setattr(upgd.train, "weight_and_grad_stats", boom)
+    cfg = Config(task="label_permuted_digits_stats", learner="sgd", network="fully_connected_relu_with_hooks",
+                 seed=0, n_samples=30, save_path=str(tmp_path), hps={"lr": 0.1, "weight_decay": 0.0},
+                 change_freq=10, fake_data=True, quiet=True, tensorboard=False, overlap=True)
     with pytest.raises(RuntimeError, match="statistics failed"):
         run_stats(cfg)
 
@@ -175,7 +176,7 @@ def _straightforward_stats(net):
 @pytest.mark.parametrize("network,n_inputs", [("convolutional_network_relu_with_hooks", 3072),
                                                ("fully_connected_relu_with_hooks", 784)])
 def test_weight_and_grad_stats_equal_the_straightforward_formulas(network, n_inputs):
-    from upgd.networks import build_network
+    from upgd.models import build_network
 
     torch.manual_seed(0)
     net = build_network(network, n_inputs, 10)

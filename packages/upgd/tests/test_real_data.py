@@ -8,7 +8,8 @@ import torch
 
 
 @pytest.mark.real_data
-def test_input_permuted_mnist_real_run(data_root, run_cli):
+def test_input_permuted_mnist_real_run(forgetting_data, run_cli):
+    data_root = forgetting_data("MNIST/raw")
     path, data = run_cli(["--task", "input_permuted_mnist_stats", "--learner", "baseline", "--seed", "19",
                           "--lr", "0.01", "--beta_utility", "0.999", "--sigma", "0.001", "--weight_decay", "0.0",
                           "--network", "conv_mnist", "--n_samples", "201", "--change_freq", "100",
@@ -19,8 +20,9 @@ def test_input_permuted_mnist_real_run(data_root, run_cli):
 
 
 @pytest.mark.real_data
-def test_mnist_pixels_are_normalised_like_the_original(data_root):
-    from upgd.tasks import load_source
+def test_mnist_pixels_are_normalised_like_the_original(forgetting_data):
+    data_root = forgetting_data("MNIST/raw")
+    from upgd.data import load_source
 
     src = load_source("mnist", data_root, limit=100)
     x = src.scaled(src.x)

@@ -122,14 +122,14 @@ def test_sigterm_checkpoints_at_the_step_and_exits_143(reference, tmp_path, monk
 
 
 def test_resume_without_checkpoint_restarts_cleanly(reference, tmp_path, monkeypatch, capsys):
-    from upgd import runner
+    from upgd import experiment
 
     monkeypatch.chdir(tmp_path)
     save = tmp_path / "logs"
     run = save.joinpath(*RUN_DIR)
     argv = [*STATS, "--save_path", str(save)]
     # A run that dies (here: a crash) at sample 50, before its first checkpoint, with rows logged.
-    original, count = runner.Experiment.step, {"n": 0}
+    original, count = experiment.Experiment.step, {"n": 0}
 
     def crash(self):
         count["n"] += 1
@@ -137,7 +137,7 @@ def test_resume_without_checkpoint_restarts_cleanly(reference, tmp_path, monkeyp
             raise RuntimeError("simulated crash")
         return original(self)
 
-    monkeypatch.setattr(runner.Experiment, "step", crash)
+    monkeypatch.setattr(experiment.Experiment, "step", crash)
     with pytest.raises(RuntimeError):
         main(argv)
     monkeypatch.undo()
@@ -170,9 +170,9 @@ def test_overwrite_replaces_an_interrupted_run(reference, tmp_path, monkeypatch)
 
 def _interrupt_in_process(monkeypatch, at_step: int, sig=signal.SIGINT) -> None:
     """Send ``sig`` to this process while step ``at_step`` runs (a real signal, delivered mid-step)."""
-    from upgd import runner
+    from upgd import experiment
 
-    original = runner.Experiment.step
+    original = experiment.Experiment.step
     count = {"n": 0}
 
     def step(self):
@@ -181,7 +181,7 @@ def _interrupt_in_process(monkeypatch, at_step: int, sig=signal.SIGINT) -> None:
         count["n"] += 1
         return original(self)
 
-    monkeypatch.setattr(runner.Experiment, "step", step)
+    monkeypatch.setattr(experiment.Experiment, "step", step)
 
 
 @pytest.mark.parametrize("script,mode,argv,run_parts", [

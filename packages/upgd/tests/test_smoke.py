@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 from upgd.seed_commands import SEED_HP_DIR, SEED_HPS, STUDENT_KEYS
 
 TINY = ["--n_samples", "41", "--change_freq", "10", "--fake_data", "1", "--tensorboard", "0"]
@@ -34,7 +35,11 @@ def test_seed_commands_cifar(run_cli, learner):
                       network="convolutional_network_relu_with_hooks", hp_dir=SEED_HP_DIR)
     assert data["optimizer_hps"] == {"lr": 0.01, "beta_utility": 0.999, "sigma": 0.001, "weight_decay": 0.0}
     assert data["learner"] == learner
-    assert (path.parents[5] / f"finished_{learner}.txt").exists() or True
+    # The original's side file, in the working directory (the fixture's tmp_path): one line per run.
+    finished = (path.parents[5] / f"finished_{learner}.txt").read_text().splitlines()
+    assert len(finished) == 1
+    assert finished[0].startswith(f"run_stats.py --task label_permuted_cifar10_stats --learner {learner} ")
+    assert " time_elapsed: " in finished[0]
 
 
 @pytest.mark.parametrize("learner", STUDENT_KEYS)
@@ -93,13 +98,21 @@ def test_feature_learners_gates_run_py(run_cli, learner):
     assert all(math.isfinite(v) for v in data["losses"])
 
 
-@pytest.mark.parametrize("task,classes", [("label_permuted_emnist_stats", 47), ("label_permuted_mini_imagenet_stats", 100)])
-def test_other_tasks_sgd(run_cli, task, classes):
+@pytest.mark.parametrize("task,inputs,classes", [("label_permuted_emnist_stats", 784, 47),
+                                                  ("label_permuted_mini_imagenet_stats", 2048, 100)])
+def test_other_tasks_sgd(run_cli, tmp_path, task, inputs, classes):
+    models = tmp_path / "models"
     argv = ["--task", task, "--learner", "sgd", "--seed", "0", "--lr", "0.01", "--weight_decay", "0.0001",
-            "--network", "fully_connected_relu_with_hooks", *TINY, "--stats_every", "10"]
+            "--network", "fully_connected_relu_with_hooks", *TINY, "--stats_every", "10",
+            "--save_model_dir", str(models)]
     path, data = run_cli(argv)
     _check_stats_json(path, data, task=task, learner_dir="sgd", network="fully_connected_relu_with_hooks",
                       hp_dir="lr_0.01_weight_decay_0.0001")
+    # The network was sized by the task: its input and its number of classes (EMNIST balanced: 47).
+    state = torch.load(models / f"model_sgd_{task}_final.pth", weights_only=True)
+    weights = [v for k, v in state.items() if k.endswith("weight")]
+    assert weights[0].shape[1] == inputs
+    assert weights[-1].shape[0] == classes
 
 
 def test_restarts_and_utility_task(run_cli):

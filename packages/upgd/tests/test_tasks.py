@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-from upgd.networks import NETWORKS, build_network
+from upgd.data import PermutedStream, Source
+from upgd.models import NETWORKS, build_network
 from upgd.stats import aligned_task_means, bucket_means, n_buckets
-from upgd.tasks import PermutedStream, Source
 
 
 def _stream(kind, cf=5, n=12, classes=4, dim=6):

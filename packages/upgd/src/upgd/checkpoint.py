@@ -16,6 +16,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -39,19 +40,21 @@ def note(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def open_run(cfg, run_dir: Path, result: Path, config: dict, kind: str) -> tuple[RunLog, dict | None]:
+def open_run(cfg, run_dir: Path, result: Path, config: dict, kind: str,
+             tensorboard_tag: Callable[[str], str | None] | None = None) -> tuple[RunLog, dict | None]:
     """Open the run folder: fresh, resumed from its checkpoint, or refused (one line).
 
     A finished result is refused without ``--overwrite 1``; a folder of an interrupted run is
     refused unless ``--resume 1`` (continue) or ``--overwrite 1`` (start again) says which.
     Returns the log and the checkpoint to resume from (None: start at sample 0).
+    ``tensorboard_tag``: the metric key -> TensorBoard tag mapping of :class:`RunLog`.
     """
     if result.exists() and not cfg.overwrite:
         what = "nothing to resume" if cfg.resume else "it is kept"
         raise UserError(f"{result} already holds a finished result ({what}); pass --overwrite 1 to replace it, "
                         "or choose another --save_path or --seed")
     ckpt_file = run_dir / CHECKPOINT
-    options = dict(tensorboard=cfg.tensorboard, quiet=cfg.quiet)
+    options = dict(tensorboard=cfg.tensorboard, quiet=cfg.quiet, tensorboard_tag=tensorboard_tag)
     if cfg.resume:
         if not ckpt_file.exists():
             if (run_dir / "config.json").exists():  # a run killed before its first checkpoint

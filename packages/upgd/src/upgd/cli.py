@@ -13,6 +13,7 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -23,10 +24,45 @@ from forgetting_common.errors import UserError, run_main
 
 from upgd.checkpoint import DEFAULT_EVERY
 from upgd.cli_help import help_text
+from upgd.data import task_spec
 from upgd.learners import learner_spec, validate_hps
-from upgd.networks import NETWORKS
-from upgd.runner import RunConfig, run_plain, run_stats, run_utility
-from upgd.tasks import task_spec
+from upgd.models import NETWORKS
+from upgd.train import run_plain, run_stats, run_utility
+
+
+@dataclass(frozen=True)
+class Config:
+    """One run, parsed once from the ``--key value`` pairs (``--print_config`` and config.json show
+    it under the original names, with the optimizer keys flattened in: see :func:`parse`)."""
+
+    task: str
+    learner: str
+    network: str
+    seed: int = 0
+    n_samples: int = 10000
+    save_path: str = "logs"
+    hps: dict[str, float] = field(default_factory=dict)
+    # extensions (defaults keep the original behaviour)
+    change_freq: int | None = None
+    data_dir: str = "dataset"
+    dataset_limit: int | None = None
+    fake_data: bool = False
+    save_model_dir: str | None = None
+    stats_every: int = 1
+    overlap: bool = True  # noise ahead and statistics on helper threads (same values; CPU only)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    quiet: bool = False
+    overwrite: bool = False
+    utility_max: str = "raw"
+    utility_guard: bool = False
+    tensorboard: bool = True
+    resume: bool = False
+    checkpoint_every: int = DEFAULT_EVERY
+    prog: str = "run_stats.py"  # the script's name, for messages
+
+    def hp_string(self) -> str:
+        return "_".join(f"{k}_{v}" for k, v in self.hps.items())
+
 
 RESERVED = ("task", "learner", "network", "seed", "n_samples", "save_path")
 #: Runner-only extension keys and their defaults (never optimizer arguments, never in the log path).
@@ -110,7 +146,7 @@ def _int(key: str, text: str, minimum: int | None = None) -> int:
     return value
 
 
-def parse(argv: Sequence[str]) -> tuple[RunConfig, dict, dict[str, bool]]:
+def parse(argv: Sequence[str]) -> tuple[Config, dict, dict[str, bool]]:
     """``argv`` → (run configuration, the JSON-able resolved config, the boolean flags)."""
     pairs, flags = split_tokens(argv)
     if flags["resume"] and flags["overwrite"]:
@@ -163,7 +199,7 @@ def parse(argv: Sequence[str]) -> tuple[RunConfig, dict, dict[str, bool]]:
     resolved.update(hps)
     resolved["device"] = ext["device"]
     resolved["learner_hps"] = learner_spec(values["learner"]).defaults() | hps
-    return RunConfig(**cfg_kwargs), config_dict(resolved), flags | {"_device": ext["device"]}
+    return Config(**cfg_kwargs), config_dict(resolved), flags | {"_device": ext["device"]}
 
 
 def _append(path: str, line: str) -> None:
@@ -190,7 +226,7 @@ def main(argv: Sequence[str] | None = None, mode: str = "stats", prog: str = "ru
     if flags["print_config"]:
         print(json.dumps(resolved, sort_keys=True))
         return 0
-    cfg.device = resolve_device(flags["_device"])
+    cfg = replace(cfg, device=resolve_device(flags["_device"]), prog=prog)
     if cfg.device.type == "cpu":
         torch.set_num_threads(1)  # batch size 1: one thread is fastest and leaves cores free
     command = " ".join([prog, *argv])
@@ -205,7 +241,6 @@ def main(argv: Sequence[str] | None = None, mode: str = "stats", prog: str = "ru
             signal.signal(signal.SIGUSR1, on_timeout)
         except ValueError:  # not the main thread (in-process tests)
             pass
-    cfg.prog = prog
     start = time.time()
     try:
         if mode == "stats":

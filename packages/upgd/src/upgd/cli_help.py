@@ -34,8 +34,8 @@ def _names(names) -> str:
 
 
 def help_text(prog: str, mode: str) -> str:
-    from upgd.networks import NETWORKS
-    from upgd.tasks import TASKS
+    from upgd.data import TASKS
+    from upgd.models import NETWORKS
 
     return f"""usage: {prog} --task TASK --learner LEARNER --network NETWORK [--key value ...]
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from upgd.networks import GateLayer
+from upgd.models import GateLayer
 
 
 def output_hessian(out: torch.Tensor, target: torch.Tensor, criterion: str) -> torch.Tensor:

@@ -4,13 +4,12 @@ mean over seeds ± standard error, one figure per task."""
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-from forgetting_common.atomic import atomic_write_bytes
 from forgetting_common.errors import UserError
+from forgetting_common.figures import save_figure
 
 from upgd.metrics import APPROACH_ORDER, grouped_curves
 
@@ -63,9 +62,5 @@ def plot_results(paths: Iterable[str | Path], out_dir: str | Path, keys: Sequenc
         axes[0][0].legend(fontsize=7)
         fig.suptitle(task)
         fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format=fmt, dpi=120)
-        plt.close(fig)
-        atomic_write_bytes(target, buffer.getvalue())
-        written.append(target)
+        written.append(save_figure(fig, target, dpi=120))
     return written

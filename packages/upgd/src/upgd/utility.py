@@ -69,6 +69,8 @@ def oracle_utilities(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, los
 
 def argsort_spearman(approx: list[torch.Tensor], oracle: list[torch.Tensor]) -> float:
     """The original's coefficient: 1 − 6·Σ(argsort(a) − argsort(o))² / (n(n²−1))."""
+    # Hand-written on purpose: it reproduces the original's quirk (argsorts, not ranks); scipy's
+    # spearmanr gives the true coefficient (true_spearman).
     a = np.argsort(torch.cat([t.reshape(-1) for t in approx]).cpu().numpy())
     o = np.argsort(torch.cat([t.reshape(-1) for t in oracle]).cpu().numpy())
     n = len(a)

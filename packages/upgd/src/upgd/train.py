@@ -1,4 +1,5 @@
-"""The training loops of ``run_stats.py`` (per-task statistics) and ``run.py`` (per-step log).
+"""The training loops of ``run_stats.py`` (per-task statistics), ``run.py`` / ``run_restarts.py`` /
+``run_offline.py`` (per-step log) and ``run_utility*.py`` (utility-approximation quality).
 
 One sample per step, online (accuracy and loss of the output computed before the update).
 Per-step values are written into preallocated tensors on the run's device; nothing syncs with
@@ -7,137 +8,26 @@ the host inside the loop except at task boundaries (for the progress log).
 
 from __future__ import annotations
 
-import json
-import math
 import time
-import weakref
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from forgetting_common.atomic import atomic_torch_save, atomic_write_text
 from forgetting_common.errors import UserError
-from forgetting_common.seeding import make_generator, seed_everything
+from forgetting_common.seeding import make_generator
 
-from upgd.checkpoint import DEFAULT_EVERY, Checkpointer, note, open_run
-from upgd.hesscale import backward_with_hesscale
-from upgd.learners import learner_spec, make_optimizer
-from upgd.networks import HookedNet, build_network
+from upgd.checkpoint import Checkpointer
+from upgd.experiment import Experiment, open_outputs, save_model, write_result
+from upgd.models import HookedNet, build_network
 from upgd.stats import STAT_KEYS, RankCache, aligned_task_means, bucket_means, weight_and_grad_stats
 from upgd.stats_worker import StatsWorker
-from upgd.tasks import build_task
+
+if TYPE_CHECKING:
+    from upgd.cli import Config
 
 
-@dataclass
-class RunConfig:
-    task: str
-    learner: str
-    network: str
-    seed: int = 0
-    n_samples: int = 10000
-    save_path: str = "logs"
-    hps: dict[str, float] = field(default_factory=dict)
-    # extensions (defaults keep the original behaviour)
-    change_freq: int | None = None
-    data_dir: str = "dataset"
-    dataset_limit: int | None = None
-    fake_data: bool = False
-    save_model_dir: str | None = None
-    stats_every: int = 1
-    overlap: bool = True  # noise ahead and statistics on helper threads (same values; CPU only)
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    quiet: bool = False
-    overwrite: bool = False
-    utility_max: str = "raw"
-    utility_guard: bool = False
-    tensorboard: bool = True
-    resume: bool = False
-    checkpoint_every: int = DEFAULT_EVERY
-    prog: str = "run_stats.py"  # for messages
-
-    def hp_string(self) -> str:
-        return "_".join(f"{k}_{v}" for k, v in self.hps.items())
-
-
-def result_path(cfg: RunConfig, network_name: str) -> Path:
-    """``<save_path>/<task>/<learner key>/<network.name>/<hp>/<seed>.json``."""
-    return Path(cfg.save_path) / cfg.task / cfg.learner / network_name / cfg.hp_string() / f"{cfg.seed}.json"
-
-
-def runlog_dir(cfg: RunConfig, network_name: str) -> Path:
-    """The run folder (config.json, metrics.jsonl, TensorBoard), outside the JSON tree."""
-    return Path(cfg.save_path) / "_runs" / cfg.task / cfg.learner / network_name / cfg.hp_string() / str(cfg.seed)
-
-
-def _criterion(kind: str):
-    return F.cross_entropy if kind == "cross_entropy" else F.mse_loss
-
-
-class Experiment:
-    """Builds task, network and optimizer from a :class:`RunConfig` (seeded) and steps them."""
-
-    def __init__(self, cfg: RunConfig) -> None:
-        self.cfg = cfg
-        spec = learner_spec(cfg.learner)
-        self.spec = spec
-        seed_everything(cfg.seed)
-        self.task = build_task(cfg.task, seed=cfg.seed, device=cfg.device, data_dir=cfg.data_dir,
-                               change_freq=cfg.change_freq, fake_data=cfg.fake_data,
-                               dataset_limit=cfg.dataset_limit)
-        torch.manual_seed(cfg.seed)  # network initialisation as the original: after seeding
-        self.net = build_network(cfg.network, self.task.n_inputs, self.task.n_outputs).to(cfg.device)
-        expected = int(torch.tensor(self.net.input_shape).prod())
-        if expected != self.task.n_inputs:
-            raise UserError(
-                f"network {cfg.network!r} takes inputs of shape {tuple(self.net.input_shape)} but task "
-                f"{cfg.task!r} gives {self.task.n_inputs} values per sample"
-            )
-        extensions = {}
-        if cfg.utility_max != "raw" or cfg.utility_guard:
-            extensions = {"utility_max": cfg.utility_max, "guard": cfg.utility_guard}
-        self.optimizer = make_optimizer(
-            cfg.learner, self.net.named_parameters(), cfg.hps,
-            generator=make_generator(cfg.seed, "noise", cfg.device), **extensions)
-        self.criterion_kind = self.task.criterion
-        self.criterion = _criterion(self.criterion_kind)
-        self.input_shape = (1, *self.net.input_shape)
-        if cfg.overlap and cfg.device.type == "cpu":
-            self.optimizer.prefetch_noise()
-            weakref.finalize(self, self.optimizer.close)  # the helper thread ends with the experiment
-
-    def close(self) -> None:
-        """End the noise thread (the loop is over; also done when the experiment is collected)."""
-        self.optimizer.close()
-
-    def step(self):
-        """One online step; returns ``(x, y, output, loss)`` (the pre-update output and loss)."""
-        x, y, done = self.task.next()
-        x = x.reshape(self.input_shape)
-        self.optimizer.zero_grad()
-        if self.spec.second_order:
-            loss, out = backward_with_hesscale(self.net, x, y, self.criterion_kind)
-        else:
-            out = self.net(x)
-            loss = self.criterion(out, y)
-            loss.backward()
-        self.optimizer.step()
-        self.optimizer.step_done()
-        return x, y, out.detach(), loss.detach(), done
-
-
-def _open(cfg: RunConfig, exp: Experiment, config: dict | None, kind: str, generators=None):
-    """Result path, log and checkpointer of a run (fresh, resumed, or refused with one line)."""
-    path = result_path(cfg, exp.net.name)
-    run_dir = runlog_dir(cfg, exp.net.name)
-    log, saved = open_run(cfg, run_dir, path, config or {}, kind)
-    if not cfg.quiet:
-        note(f"{cfg.prog}: writing {path} (logs and checkpoint in {run_dir})")
-    return path, log, Checkpointer(cfg, exp, log, run_dir, saved, kind, config or {}, generators)
-
-
-def run_stats(cfg: RunConfig, config_for_log: dict | None = None) -> tuple[Path, dict]:
+def run_stats(cfg: Config, config_for_log: dict | None = None) -> tuple[Path, dict]:
     """The ``run_stats`` loop; writes the JSON and returns ``(path, content)``."""
     exp = Experiment(cfg)
     net, task = exp.net, exp.task
@@ -149,7 +39,7 @@ def run_stats(cfg: RunConfig, config_for_log: dict | None = None) -> tuple[Path,
     cf = task.change_freq
     if cfg.stats_every > cf:
         raise UserError(f"--stats_every {cfg.stats_every} exceeds the task length {cf}")
-    path, log, ck = _open(cfg, exp, config_for_log, "stats")
+    path, log, ck = open_outputs(cfg, exp, config_for_log, "stats")
     n, dev = cfg.n_samples, cfg.device
     losses = torch.zeros(n, device=dev)
     accs = torch.zeros(n, device=dev)
@@ -194,15 +84,15 @@ def run_stats(cfg: RunConfig, config_for_log: dict | None = None) -> tuple[Path,
         "device": str(dev), "time_elapsed": round(elapsed, 3), "steps_per_second": round(n / max(elapsed, 1e-9), 2),
     }
     if cfg.save_model_dir:
-        _save_model(cfg, net, "final")
-    _write_result(path, content)
+        save_model(cfg, net, "final")
+    write_result(path, content)
     log.write_json("summary.json", {"result": str(path), **content["run_info"]})
     log.close()
     ck.finish()
     return path, content
 
 
-def _stats_loop(cfg: RunConfig, exp: Experiment, log, ck: Checkpointer, series: dict, start: float) -> None:
+def _stats_loop(cfg: Config, exp: Experiment, log, ck: Checkpointer, series: dict, start: float) -> None:
     net, cf, n = exp.net, exp.task.change_freq, cfg.n_samples
     losses, accs, plast, dead, sampled = (series[k] for k in ("losses", "accuracies", "plasticity", "dead", "sampled"))
 
@@ -235,7 +125,7 @@ def _stats_loop(cfg: RunConfig, exp: Experiment, log, ck: Checkpointer, series: 
             else:
                 post_update(net, x, y, out, loss, i, due, cache)
             if cfg.save_model_dir and i > 0 and i % 100_000 == 0:
-                _save_model(cfg, net, str(i))
+                save_model(cfg, net, str(i))
             if i % cf == 0:
                 if worker is not None:
                     worker.drain()
@@ -251,7 +141,7 @@ def _stats_loop(cfg: RunConfig, exp: Experiment, log, ck: Checkpointer, series: 
             worker.close()
 
 
-def run_plain(cfg: RunConfig, config_for_log: dict | None = None, restarts: bool = False,
+def run_plain(cfg: Config, config_for_log: dict | None = None, restarts: bool = False,
               offline: bool = False) -> tuple[Path, dict]:
     """The ``run.py`` loop (per-step ``losses``/``accuracies``); ``restarts`` re-initialises every
     Linear layer after the update on the first step of each task but the first (run_restarts);
@@ -261,7 +151,7 @@ def run_plain(cfg: RunConfig, config_for_log: dict | None = None, restarts: bool
     net = exp.net
     if offline and getattr(exp.task, "held_out", None) is None:
         raise UserError(f"run_offline needs a task with a held-out set (label_permuted_emnist_offline), not {cfg.task!r}")
-    path, log, ck = _open(cfg, exp, config_for_log, "restarts" if restarts else "offline" if offline else "plain")
+    path, log, ck = open_outputs(cfg, exp, config_for_log, "restarts" if restarts else "offline" if offline else "plain")
     n, dev = cfg.n_samples, cfg.device
     losses = torch.zeros(n, device=dev)
     accs = torch.zeros(n, device=dev)
@@ -292,7 +182,7 @@ def run_plain(cfg: RunConfig, config_for_log: dict | None = None, restarts: bool
     content.update({"learner_class_name": exp.spec.name,
                     "run_info": {"data": exp.task.source_description, "device": str(dev),
                                  "time_elapsed": round(time.time() - start, 3)}})
-    _write_result(path, content)
+    write_result(path, content)
     log.close()
     ck.finish()
     return path, content
@@ -327,7 +217,7 @@ def _plain_step(exp: Experiment, log, i: int, cf: int, losses, accs, restarts: b
         log.log(entry, step=i)
 
 
-def run_utility(cfg: RunConfig, config_for_log: dict | None = None, features: bool = False) -> tuple[Path, dict]:
+def run_utility(cfg: Config, config_for_log: dict | None = None, features: bool = False) -> tuple[Path, dict]:
     """The ``run_utility.py`` loop: losses plus, per step, rank correlations between approximate
     and oracle weight utilities (see :mod:`upgd.utility`); ``features``: unit (gate) utilities
     of a ``*_gates`` network (``run_utility_feature.py``)."""
@@ -344,7 +234,7 @@ def run_utility(cfg: RunConfig, config_for_log: dict | None = None, features: bo
     if features and not any("gate" in n for n, _ in net.named_parameters()):
         raise UserError(f"run_utility_feature needs a network with gates (a *_gates network), not {cfg.network!r}")
     gen = make_generator(cfg.seed, "random_utility", cfg.device)
-    path, log, ck = _open(cfg, exp, config_for_log, "utility_feature" if features else "utility", {"random_utility": gen})
+    path, log, ck = open_outputs(cfg, exp, config_for_log, "utility_feature" if features else "utility", {"random_utility": gen})
     # Plain lists of floats: a checkpoint stores them as they are.
     kept = ck.extra("lists", {"losses": [], "glob": {}, "layer": {}, "glob_true": {}, "layer_true": {}})
     losses: list[float] = kept["losses"]
@@ -376,22 +266,8 @@ def run_utility(cfg: RunConfig, config_for_log: dict | None = None, features: bo
                "learner_class_name": exp.spec.name,
                "run_info": {"data": exp.task.source_description, "device": str(cfg.device),
                             "time_elapsed": round(time.time() - start, 3)}}
-    _write_result(path, content)
+    write_result(path, content)
     log.close()
     ck.finish()
     return path, content
 
-
-def _write_result(path: Path, content: dict) -> None:
-    for key, value in content.items():
-        if isinstance(value, list) and any(isinstance(v, float) and not math.isfinite(v) for v in value):
-            content[key] = [v if math.isfinite(v) else None for v in value]
-    atomic_write_text(path, json.dumps(content, indent=4) + "\n")
-
-
-def _save_model(cfg: RunConfig, net, tag: str) -> None:
-    target = Path(cfg.save_model_dir) / f"model_{cfg.learner}_{cfg.task}_{tag}.pth"
-    try:
-        atomic_torch_save(net.state_dict(), target)
-    except OSError as err:
-        print(f"could not save the model to {target}: {err}")
