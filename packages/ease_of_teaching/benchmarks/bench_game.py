@@ -13,6 +13,7 @@ of 100 games; for ease of teaching, one iteration of every receiver).
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import numpy as np
@@ -128,6 +129,7 @@ def main() -> None:
     p.add_argument("--eot_receivers", type=int, default=30)
     p.add_argument("--eot_iters", type=int, default=50, help="timed ease-of-teaching iterations")
     p.add_argument("--num_threads", type=int, default=1)
+    p.add_argument("--json", default=None, help="also write the rows for `forgetting bench` to this file")
     args = p.parse_args()
     device = resolve_device(args.device)
     if device.type == "cpu" and args.num_threads:
@@ -142,7 +144,15 @@ def main() -> None:
     print(f"ease of teaching, {args.eot_receivers} receivers: {bat:8.2f} it/s (batched)   "
           f"{seq:8.2f} it/s (one receiver at a time)   x{bat / seq:.2f}   "
           f"= {bat * args.eot_receivers:.0f} vs {seq * args.eot_receivers:.0f} receiver-iterations/s")
-    print(f"peak memory: {peak_memory_bytes(device) / 2**20:.0f} MiB ({'CUDA allocator' if device.type == 'cuda' else 'process RSS'})")
+    peak_mib = peak_memory_bytes(device) / 2**20
+    print(f"peak memory: {peak_mib:.0f} MiB ({'CUDA allocator' if device.type == 'cuda' else 'process RSS'})")
+    if args.json:  # one process for all cases: the peak is the process's
+        rows = [{"case": "game training (Team vs straightforward)", "ours": ours, "baseline": base, "unit": "it/s",
+                 "peak_mib": peak_mib},
+                {"case": f"ease of teaching, {args.eot_receivers} receivers (batched vs one at a time)", "ours": bat,
+                 "baseline": seq, "unit": "it/s", "peak_mib": peak_mib}]
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"rows": rows, "device": str(device)}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import time
 
 import torch
@@ -85,16 +86,26 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json", default=None, help="also write the rows for `forgetting bench` to this file")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     device = resolve_device(a.device)
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, batch {a.batch_size}")
     print(f"{'model':<28}{'size':>6}{'img/s':>10}{'peak MiB':>11}")
+    rows = []
     for size in a.image_size:
+        measured = {}
         for label in MAKERS:
             ips, peak = measure(label, str(device), size, a.batch_size, a.steps)
+            measured[label] = (ips, peak / 2**20)
             print(f"{label:<28}{size:>6}{ips:>10.1f}{peak / 2**20:>11.0f}", flush=True)
+        (ours, ours_peak), (base, base_peak) = measured.values()
+        rows.append({"case": f"Split_ResNet18 training, {size}px (vs torchvision resnet18)", "ours": ours,
+                     "baseline": base, "unit": "img/s", "peak_mib": ours_peak, "baseline_peak_mib": base_peak})
+    if a.json:
+        with open(a.json, "w", encoding="utf-8") as f:
+            json.dump({"rows": rows, "device": str(device), "batch_size": a.batch_size}, f, indent=2)
     if device.type == "cpu":
         print("peak on CPU: max RSS of a forked child per row (includes the ~torch runtime it shares)")
 

@@ -18,6 +18,7 @@ process's max RSS (which only grows, so phases are run baseline first).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -99,6 +100,7 @@ def main() -> None:
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--json", default=None, help="also write the rows for `forgetting bench` to this file")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -162,6 +164,13 @@ def main() -> None:
     print(f"unlearn step (SNIP on 100 images + ranking + re-init): {unlearn_t * 1000:.1f} ms wall, "
           f"{unlearn_c * 1000:.1f} ms CPU = {100 * unlearn_c / epoch_c:.2f}% of one epoch over the chunk (CPU time), "
           f"{100 * unlearn_c / (epoch_c * args.state_epochs):.3f}% of a {args.state_epochs}-epoch state")
+    if args.json:  # max RSS only grows: the baseline ran first, so its peak is its own
+        rows = [{"case": f"{args.arch} training, chunk {args.chunk} (tensors vs DataLoader over PIL)",
+                 "ours": rows[1][1], "baseline": rows[0][1], "unit": "img/s", "peak_mib": rows[1][3] / 2**20,
+                 "baseline_peak_mib": rows[0][3] / 2**20}]
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"rows": rows, "data": what, "unlearn_step_ms_cpu": unlearn_c * 1000,
+                       "unlearn_fraction_of_epoch": unlearn_c / epoch_c}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -162,7 +162,10 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--data_dir", default=None)
+    p.add_argument("--json", default=None, help="with --mode both: also write the rows for `forgetting bench` here")
     args = p.parse_args(argv)
+    if args.json and args.mode != "both":
+        p.error("--json needs --mode both (the rows compare ours with the baseline)")
     if args.mode == "both":  # separate processes, so each peak memory is its own
         rows = []
         for mode in ("baseline", "ours"):
@@ -178,6 +181,15 @@ def main(argv=None):
         for r in rows:
             print(f"{r['mode']:10s} {r['train_ips']:11.1f} {r['KE-style']:11.1f} {r['IMP-style']:12.1f} "
                   f"{r['peak_mib']:9.0f}")
+        if args.json:
+            base, ours_ = rows
+            table = [{"case": f"{what} ({ours_['data']} MNIST)", "ours": ours_[key], "baseline": base[key],
+                      "unit": unit, "peak_mib": ours_["peak_mib"], "baseline_peak_mib": base["peak_mib"]}
+                     for what, key, unit in (("LeNet training, batch 128", "train_ips", "it/s"),
+                                             ("KE-style forgetting probe", "KE-style", "probes/s"),
+                                             ("IMP-style forgetting probe", "IMP-style", "probes/s"))]
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump({"rows": table, "processes": rows}, f, indent=2)
         return
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)

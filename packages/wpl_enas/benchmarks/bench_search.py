@@ -104,6 +104,7 @@ def main():
     p.add_argument("--steps", type=int, default=6, help="shared steps timed per configuration")
     p.add_argument("--controller_steps", type=int, default=20)
     p.add_argument("--only", choices=["rnn", "cnn"], default=None)
+    p.add_argument("--json", default=None, help="also write the rows for `forgetting bench` to this file")
     a = p.parse_args()
     device = resolve_device(a.device)
     torch.manual_seed(0)
@@ -118,8 +119,15 @@ def main():
               f"WPL penalty {100 * r['wpl_penalty_fraction']:.1f}% of a step, Fisher estimate+update "
               f"{100 * r['fisher_estimate_and_update_fraction']:.1f}% (update alone "
               f"{100 * r['fisher_and_anchor_update_only_fraction']:.1f}%)")
-    print(f"peak memory: {peak_memory_bytes(device) / 2**20:.0f} MiB ({'CUDA allocator' if device.type == 'cuda' else 'process max RSS'})")
+    peak_mib = peak_memory_bytes(device) / 2**20
+    print(f"peak memory: {peak_mib:.0f} MiB ({'CUDA allocator' if device.type == 'cuda' else 'process max RSS'})")
     print(json.dumps(results))
+    if a.json:
+        rows = [{"case": f"{r['kind']} search, shared steps (WPL on vs plain ENAS)",
+                 "ours": r["enas_wpl_shared_steps_per_s"], "baseline": r["plain_enas_shared_steps_per_s"],
+                 "unit": "steps/s", "peak_mib": peak_mib} for r in results]
+        with open(a.json, "w", encoding="utf-8") as f:
+            json.dump({"rows": rows, "results": results, "device": str(device)}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -147,11 +147,18 @@ MIXED_DATA = {"smoke": "none (mixed language), 200 its, seeds 0-1", "cpu": "none
               "paper": "none (mixed language), the script's default 700 its, seeds 0-4"}
 
 
+BENCHMARKS = [  # `forgetting bench`: game training and ease-of-teaching iterations/s beside straightforward code
+    {"name": "game", "script": "benchmarks/bench_game.py", "args": [],
+     "quick_args": ["--iters", "60", "--eot_receivers", "10", "--eot_iters", "10"]},
+]
+
+
 def paper() -> dict:
     return {
         "name": "ease_of_teaching",
         "title": TITLE,
         "package_dir": PACKAGE_DIR,
+        "benchmarks": BENCHMARKS,
         "commands": {
             "no_reset": ["forget_train.py", "--fname", "baseline_no_reset", "--seed", "0", "--no_wandb"],
             "reset_receiver": ["forget_train.py", "--resetNum", "50", "--fname", "baseline_reset_receiver", "--seed", "0",

@@ -16,6 +16,7 @@ recorded numbers.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -218,11 +219,54 @@ STATS = {"sweep": "statistics", "measure": measure_counts, "summary": summary_co
                   "paper": "real MNIST, 60k train, 200 epochs, seeds 1-5"}}
 
 
+def example_forgetting_scale_rows(doc: dict) -> list[dict]:
+    """``bench_scale.py --json``: ``{"<kind>_ours": {examples, seconds, peak_mib, ...}, "<kind>_baseline": ...}``."""
+    rows = []
+    names = {"mnist": "run_mnist.py epoch, full MNIST", "order": "order_examples_by_forgetting.py"}
+    for kind, label in names.items():
+        ours, base = doc.get(f"{kind}_ours"), doc.get(f"{kind}_baseline")
+        if ours and base:
+            rows.append({"case": label, "ours": ours["examples"] / ours["seconds"],
+                         "baseline": base["examples"] / base["seconds"], "unit": "examples/s",
+                         "peak_mib": ours["peak_mib"], "baseline_peak_mib": base["peak_mib"]})
+    return rows
+
+
+EPOCH_LINE = re.compile(r"^(\w+)_(ours|baseline)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s*$")
+
+
+def example_forgetting_epoch_rows(stdout: str) -> list[dict]:
+    """``bench_epoch.py`` prints ``case examples/s seconds peak-MiB`` per case (it has no JSON option)."""
+    found: dict[str, dict[str, tuple[float, float]]] = {}
+    for line in stdout.splitlines():
+        m = EPOCH_LINE.match(line)
+        if m:
+            found.setdefault(m[1], {})[m[2]] = (float(m[3]), float(m[5]))
+    labels = {"mnist": "run_mnist.py epoch (subset)", "cifar": "run_cifar.py epoch (subset)",
+              "stats": "statistics bookkeeping"}
+    return [{"case": labels.get(kind, kind), "ours": v["ours"][0], "baseline": v["baseline"][0], "unit": "examples/s",
+             "peak_mib": v["ours"][1], "baseline_peak_mib": v["baseline"][1]}
+            for kind, v in found.items() if "ours" in v and "baseline" in v]
+
+
+BENCHMARKS = [  # `forgetting bench`: epochs beside the original-style pipeline, and the sorting script
+    {"name": "epoch", "script": "benchmarks/bench_epoch.py",
+     "args": ["--data_root", "{data}"],  # quick: $FORGETTING_DATA if set, else synthetic data
+     "quick_args": ["--mnist_n", "2000", "--cifar_n", "64", "--test_n", "200", "--stats_n", "5000"],
+     "json_flag": None, "rows": example_forgetting_epoch_rows},
+    {"name": "scale", "script": "benchmarks/bench_scale.py",
+     "args": ["--data_root", "{data}"],
+     "quick_args": ["--skip", "mnist", "--runs", "2", "--n", "5000", "--epochs", "20"],
+     "json_flag": "--json", "rows": example_forgetting_scale_rows},
+]
+
+
 def paper() -> dict:
     return {
         "name": "example_forgetting",
         "title": TITLE,
         "package_dir": PACKAGE_DIR,
+        "benchmarks": BENCHMARKS,
         "commands": {
             "mnist": ["run_mnist.py", "--dataset", "mnist", "--no_dropout", "--output_dir", "mnist_results", "--seed", "1"],
             "permuted_mnist": ["run_mnist.py", "--dataset", "permuted_mnist", "--no_dropout", "--output_dir",

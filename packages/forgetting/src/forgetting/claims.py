@@ -13,7 +13,15 @@ data (dicts, lists, tuples) and plain functions, in this shape::
      "claims": [{"name": "...", "statement": "...", "source": "Fig. 1", "paper_value": "91.7 %",
                  "sweep": "sweep_name", "measure": fn, "summary": fn, "figure": fn,
                  "verdict": ("greater", "a", "b", 0.0) | ("within", "key", paper, tol) | ("all", rule, ...),
-                 "data": {"cpu": "real MNIST, 4k"}, "not_run": "why (no sweep)"}]}
+                 "data": {"cpu": "real MNIST, 4k"}, "not_run": "why (no sweep)"}],
+     "benchmarks": [{"name": "search", "script": "benchmarks/bench.py", "args": [...],  # full size
+                     "quick_args": [...],             # `forgetting bench --quick`: a few minutes on 2 cores
+                     "json_flag": "--json",           # the script writes its rows to this path (None: stdout)
+                     "rows": fn}]}                    # optional: JSON document (or stdout) -> rows
+
+A benchmark row is ``{"case", "ours", "baseline", "unit", "peak_mib"[, "baseline_peak_mib"]}``:
+``ours`` and ``baseline`` are throughputs in ``unit`` (higher is faster), so ``ours / baseline``
+is the speed-up; without ``rows`` the script's JSON document must hold them as ``{"rows": [...]}``.
 
 A run is ``{"name": ..., "script": ..., "args": [...], "labels": {...}, "stage": 0}``, with
 ``"resume": False`` for a run whose script has no resume flag (a sweep's short helper steps: a
@@ -196,6 +204,47 @@ class Paper:
     package_dir: Path
     commands: Mapping[str, tuple[str, ...]]  # short name -> (script, *original flags)
     claims: tuple[Claim, ...]
+    benchmarks: tuple[Benchmark, ...] = ()
+
+
+def standard_rows(doc: Any) -> list[dict]:
+    """The benchmark contract's own JSON document: ``{"rows": [row, ...], ...}``."""
+    return list(doc["rows"])
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A package's benchmark script, run by `forgetting bench` in the package folder, one process each.
+
+    ``{data}`` in its args stands for the data root (a benchmark needing it is skipped without
+    one). With ``json_flag`` the script is called with ``<json_flag> PATH`` and ``rows`` reads
+    the JSON document it writes there; with ``json_flag`` None, ``rows`` reads its stdout.
+    """
+
+    id: str
+    package_dir: Path
+    script: str
+    args: tuple[str, ...]
+    quick_args: tuple[str, ...]
+    rows: Callable[[Any], list[dict]] = standard_rows
+    json_flag: str | None = "--json"
+
+    def argv(self, quick: bool, data: str, json_path: Path) -> list[str]:
+        args = [a.replace("{data}", data) for a in (self.quick_args if quick else self.args)]
+        return [self.script, *args, *((self.json_flag, str(json_path)) if self.json_flag else ())]
+
+    def needs_data(self, quick: bool) -> bool:
+        return any("{data}" in a for a in (self.quick_args if quick else self.args))
+
+
+def parse_benchmark(paper: str, package_dir: Path, b: Mapping[str, Any]) -> Benchmark:
+    unknown = set(b) - {"name", "script", "args", "quick_args", "json_flag", "rows"}
+    if unknown:
+        raise ValueError(f"benchmark {paper}.{b.get('name')}: unknown fields {sorted(unknown)}")
+    return Benchmark(id=f"{paper}.{b['name']}", package_dir=package_dir, script=str(b["script"]),
+                     args=tuple(str(a) for a in b.get("args", ())),
+                     quick_args=tuple(str(a) for a in b.get("quick_args", b.get("args", ()))),
+                     rows=b.get("rows") or standard_rows, json_flag=b.get("json_flag", "--json"))
 
 
 def papers() -> dict[str, Paper]:
@@ -234,7 +283,11 @@ def parse_paper(d: Mapping[str, Any]) -> Paper:
                             sweep=sweep, measure=c.get("measure"), summary=c.get("summary"),
                             figure=c.get("figure"), data=dict(c.get("data", {})), not_run=c.get("not_run", "")))
     commands = {k: tuple(str(a) for a in v) for k, v in d.get("commands", {}).items()}
-    return Paper(name=name, title=str(d["title"]), package_dir=package_dir, commands=commands, claims=tuple(claims))
+    benchmarks = tuple(parse_benchmark(name, package_dir, b) for b in d.get("benchmarks", ()))
+    if len({b.id for b in benchmarks}) != len(benchmarks):
+        raise ValueError(f"paper {name}: duplicate benchmark names")
+    return Paper(name=name, title=str(d["title"]), package_dir=package_dir, commands=commands, claims=tuple(claims),
+                 benchmarks=benchmarks)
 
 
 def discover() -> dict[str, Claim]:

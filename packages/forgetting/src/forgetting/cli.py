@@ -1,4 +1,4 @@
-"""The `forgetting` command: list, run, reproduce, status, ledger."""
+"""The `forgetting` command: list, run, reproduce, status, ledger, bench."""
 
 from __future__ import annotations
 
@@ -65,6 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--check", action="store_true", help="fail when the file, the claims or the results disagree")
     lg.add_argument("--results", default=str(ledger_mod.RESULTS_DIR), help=argparse.SUPPRESS)
     lg.add_argument("--file", default=str(ledger_mod.LEDGER), help=argparse.SUPPRESS)
+
+    b = sub.add_parser("bench", help="run every package's benchmark; one table of ours vs baseline, written as JSON")
+    b.add_argument("--quick", action="store_true", help="the benchmarks' small sizes (a few minutes on 2 cores)")
+    b.add_argument("--package", action="append", default=None,
+                   help="only this package's benchmarks (repeat for several)")
+    b.add_argument("--out", default="bench.json", help="the JSON file written (default: bench.json)")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    b.add_argument("--data", default=None, help="data root for benchmarks that read data (default: $FORGETTING_DATA)")
+    b.add_argument("--timeout", type=float, default=1800.0, help="seconds per benchmark before it is stopped")
     return p
 
 
@@ -195,6 +204,39 @@ def cmd_ledger(check: bool, results: str, file: str) -> int:
     return 0
 
 
+def cmd_bench(a: argparse.Namespace) -> int:
+    from forgetting import bench
+
+    out = Path(a.out)
+    if out.exists() and not a.overwrite:
+        raise UserError(f"--out {out} exists; pass --overwrite to replace it or name another file")
+    if not out.parent.is_dir():
+        raise UserError(f"--out {out}: no folder {out.parent}")
+    if a.timeout <= 0:
+        raise UserError("--timeout must be positive")
+    selected = bench.select(papers(), a.package)
+    data = a.data or os.environ.get("FORGETTING_DATA", "")
+    if data and not Path(data).is_dir():
+        raise UserError(f"data root {data} is not a folder")
+    data = str(Path(data).resolve()) if data else ""
+    machine = bench.machine()
+    load_before = bench.load_average()
+    outcomes = []
+    for b in selected:
+        print(f"forgetting bench: {b.id}: python {' '.join(b.argv(a.quick, data, Path('<rows.json>')))}",
+              file=sys.stderr, flush=True)
+        outcomes.append(bench.run_benchmark(b, a.quick, data, a.timeout))
+    load_after = bench.load_average()
+    print(f"machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}; "
+          f"load average {' '.join(map(str, load_before))} before, {' '.join(map(str, load_after))} after")
+    print(bench.table(outcomes))
+    atomic_write_json(out, {"quick": a.quick, "machine": machine, "load_average_before": load_before,
+                            "load_average_after": load_after, "benchmarks": [o.as_dict() for o in outcomes]})
+    print(f"wrote {out}")
+    failed = [o for o in outcomes if o.error and not o.error.startswith("skipped")]
+    return 1 if failed else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     if a.command == "list":
@@ -206,6 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_reproduce(a)
     if a.command == "status":
         return cmd_status(a.dir)
+    if a.command == "bench":
+        return cmd_bench(a)
     return cmd_ledger(a.check, a.results, a.file)
 
 

@@ -93,11 +93,19 @@ DATA = {"smoke": "scikit-learn digits, 15 train/class, 16 px, 2 generations x 2 
 COMMON = {"sweep": "arms", "source": "Table 1 (spec, unverified)", "measure": measure, "figure": figure, "data": DATA}
 
 
+BENCHMARKS = [  # `forgetting bench`: Split_ResNet18 training img/s beside torchvision's resnet18 (random batches)
+    {"name": "split_resnet", "script": "benchmarks/bench_split_resnet.py",
+     "args": ["--image_size", "32", "224", "--threads", "1"],
+     "quick_args": ["--image_size", "16", "--steps", "3", "--threads", "1"]},
+]
+
+
 def paper() -> dict:
     return {
         "name": "llf_ke",
         "title": TITLE,
         "package_dir": PACKAGE_DIR,
+        "benchmarks": BENCHMARKS,
         "commands": {
             "llf_flower": ["train_KE_cls.py", "--epochs", "200", "--num_generations", "11", "--name",
                            "resetlayer4_flower_resnet18", "--reset_layer_name", "layer4", *FLOWER],

@@ -102,6 +102,13 @@ DATA = {"smoke": "real MNIST-5k, K=3, M=300, 2 epochs/state, seed 1",
 COMMON = {"sweep": "methods", "source": "arXiv:2303.10455", "measure": measure, "figure": figure, "data": DATA}
 
 
+BENCHMARKS = [  # `forgetting bench`: training img/s of a chunk held as tensors beside a DataLoader over PIL
+    {"name": "throughput", "script": "benchmarks/bench_throughput.py",
+     "args": ["--chunk", "1024", "--epochs", "1", "--threads", "1"],
+     "quick_args": ["--chunk", "256", "--epochs", "1", "--threads", "1"]},
+]
+
+
 def paper() -> dict:
     common_readme = ["--data", "<data_dir>", "--dataset", "cifar10", "--arch", "resnet18", "--seed", "10",
                      "--epochs", "50", "--decreasing_lr", "20,40", "--batch_size", "64", "--weight_decay", "1e-4",
@@ -110,6 +117,7 @@ def paper() -> dict:
         "name": "lure",
         "title": TITLE,
         "package_dir": PACKAGE_DIR,
+        "benchmarks": BENCHMARKS,
         "commands": {
             "lure_cifar10": ["LURE_main.py", *common_readme, "--snip_size", "0.20", "--sparsity_level", "1", "-wb",
                              "--gamma", "0.1", "--use_snip"],

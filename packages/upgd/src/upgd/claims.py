@@ -148,6 +148,26 @@ def figure_student(values: dict, measured: dict, path: Path) -> None:
     save_figure(fig, path, dpi=120)
 
 
+def upgd_rows(doc: dict) -> list[dict]:
+    """``bench_throughput.py --json``: ``{"rows": [per task x learner], "machine": {...}}``.
+
+    The baseline is the bare eager loop of the same network (the issue's goal: within 1.8x of
+    it); peak memory is the whole process's max RSS (the script runs every case in one process).
+    """
+    peak = doc["machine"]["peak_rss_MiB"]
+    return [{"case": f"run_stats {r['task']} {r['learner']} vs bare loop", "ours": r["ours_samples_per_s"],
+             "baseline": r["bare_samples_per_s"], "unit": "samples/s", "peak_mib": peak} for r in doc["rows"]]
+
+
+BENCHMARKS = [  # `forgetting bench`: run_stats's throughput beside the bare eager loop of the same network
+    {"name": "throughput", "script": "benchmarks/bench_throughput.py",
+     "args": [],  # its defaults: 2,000 samples, 2 rounds, cifar10 + mnist, baseline + sgd, with the previous loop
+     "quick_args": ["--steps", "300", "--rounds", "1", "--tasks", "mnist", "--learners", "baseline",
+                    "--no_previous"],
+     "json_flag": "--json", "rows": upgd_rows},
+]
+
+
 def paper() -> dict:
     student_grid = lambda: [{"name": "tables", "script": "core/plot/plot_stats.py",  # noqa: E731
                              "args": ["{data}/upgd-student-logs", "--table_json", "{out}/table.json", "--no_plot"]}]
@@ -155,6 +175,7 @@ def paper() -> dict:
         "name": "upgd",
         "title": TITLE,
         "package_dir": PACKAGE_DIR,
+        "benchmarks": BENCHMARKS,
         "commands": {
             learner: ["core/run/run_stats.py", "--task", "label_permuted_cifar10_stats", "--learner", learner,
                       "--seed", "19", "--lr", "0.01", "--beta_utility", "0.999", "--sigma", "0.001",

@@ -12,11 +12,18 @@ PACKAGE_DIR = Path(__file__).resolve().parents[2]
 TITLE = "WPL on ENAS (Benyahia et al., 2019)"
 
 
+BENCHMARKS = [  # `forgetting bench`: shared steps/s of ENAS+WPL beside plain ENAS (random data of the real shapes)
+    {"name": "search", "script": "benchmarks/bench_search.py", "args": [],
+     "quick_args": ["--steps", "2", "--controller_steps", "5"]},
+]
+
+
 def paper() -> dict:
     return {
         "name": "wpl_enas",
         "title": TITLE,
         "package_dir": PACKAGE_DIR,
+        "benchmarks": BENCHMARKS,
         "commands": {
             "rnn_train": ["main.py", "--comment=rnn-train", "--train_controller=True", "--start_training_controller=1",
                           "--start_using_fisher=5", "--max_epoch=150", "--shared_max_step=60", "--save_epoch=30",
