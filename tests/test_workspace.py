@@ -94,3 +94,16 @@ def test_readme_forgetting_commands_name_a_claim_and_its_scale(command):
     claim = discover()[tokens[4]]
     scale = tokens[tokens.index("--scale") + 1]
     assert claim.sweep is not None and scale in claim.sweep.grids
+
+
+#: The rooms every paper package has (CONTRIBUTING.md): the same role under the same name.
+ROOMS = ("cli", "data", "models", "train", "checkpoint", "plots", "claims")
+
+
+@pytest.mark.parametrize("member", [m for m in MEMBERS if m.name not in NOT_PAPERS], ids=lambda m: m.name)
+def test_paper_package_has_the_house_rooms_and_small_modules(member):
+    src = member / "src" / member.name
+    missing = [room for room in ROOMS if not (src / f"{room}.py").is_file() and not (src / room).is_dir()]
+    assert not missing, f"{member.name} lacks {missing} (see CONTRIBUTING.md)"
+    large = {p.name: n for p in src.rglob("*.py") if (n := len(p.read_text().splitlines())) > 420}
+    assert not large, f"modules past ~400 lines do two jobs: {large}"
