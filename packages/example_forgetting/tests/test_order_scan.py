@@ -119,7 +119,7 @@ def test_files_this_package_writes_are_scanned(tmp_path):
             rec.record(epoch, pos, out, y, torch.zeros(2))
         rec.end_epoch(10.0)
     path = tmp_path / "s"
-    from example_forgetting.atomic_stream import atomic_pickle_stream
+    from forgetting_common.atomic import atomic_pickle_dump as atomic_pickle_stream
 
     atomic_pickle_stream(rec.to_dict(), path)  # as train.py writes it: streamed, same bytes as pickle.dumps
     assert path.read_bytes() == pickle.dumps(rec.to_dict(), protocol=pickle.HIGHEST_PROTOCOL)
@@ -133,7 +133,7 @@ def test_streamed_statistics_pickle_has_the_bytes_of_pickle_dumps(tmp_path):
     """The statistics pickle is written as it is pickled (no 240 MB copy at epoch 200 of MNIST);
     over many 64 KB frames its bytes are still those of ``pickle.dumps``, and the scan reads it."""
     import torch
-    from example_forgetting.atomic_stream import atomic_pickle_stream
+    from forgetting_common.atomic import atomic_pickle_dump as atomic_pickle_stream
 
     n, epochs = 3000, 20
     rec = StatsRecorder(np.random.RandomState(0).permutation(70000)[:n], epochs=epochs)

@@ -7,12 +7,14 @@ The result gets the permissions of any newly created file (``0666`` less the uma
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
 def current_umask() -> int:
@@ -29,29 +31,41 @@ def current_umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """A binary handle on a temporary file beside ``path``, renamed over it when the block ends.
+
+    Flushed and fsynced first; on any error the temporary file is removed and ``path`` is left
+    as it was. An ``OSError`` names ``path`` (a failed write names no file of its own, and the
+    temporary name means nothing to the user).
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as err:  # report the file the user asked for, not our temporary name
+    except OSError as err:
         raise OSError(err.errno, err.strerror, str(target)) from err
     try:
         os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, target)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
-        if err.filename is None or err.filename == tmp:  # name the file the user asked for
+        if err.filename is None or err.filename == tmp:
             raise OSError(err.errno, err.strerror, str(target)) from err
         raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return target
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    with atomic_open(path) as handle:
+        handle.write(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
@@ -97,6 +111,10 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
 
 
 def atomic_pickle_dump(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """Pickle ``obj`` straight into the temporary file (the bytes ``pickle.dumps`` would give),
+    so a large pickle is never held in memory whole."""
     import pickle
 
-    return atomic_write_bytes(path, pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+    with atomic_open(path) as handle:
+        pickle.dump(obj, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    return Path(path)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from forgetting_common.atomic import atomic_torch_save, atomic_write_text
+from forgetting_common.atomic import atomic_pickle_dump, atomic_torch_save, atomic_write_text
 from forgetting_common.data import normalize, permute_pixels, pixel_permutation
 from forgetting_common.data.tensors import cutout, random_crop, random_flip
 from forgetting_common.device import resolve_device
@@ -31,7 +31,6 @@ from forgetting_common.stopping import DeferredStop
 
 from example_forgetting import checkpoint as ckpt
 from example_forgetting import data as D
-from example_forgetting.atomic_stream import atomic_pickle_stream
 from example_forgetting.cli import CifarConfig, Config, MnistConfig, validate
 from example_forgetting.models import MnistNet, build_cifar_model
 from example_forgetting.naming import BEST_ACC_SUFFIX, CHANGED_LABELS_SUFFIX, STATS_SUFFIX
@@ -299,7 +298,7 @@ def train(config: Config) -> RunResult:
                 train_loss = float(loss_sum) / n_batches
                 # Outputs after every epoch, so an interrupted run leaves valid files.
                 with ckpt.naming(out_dir):
-                    atomic_pickle_stream(recorder.to_dict(), stats_path)  # no 240 MB bytes copy at epoch 200
+                    atomic_pickle_dump(recorder.to_dict(), stats_path)  # no 240 MB bytes copy at epoch 200
                     atomic_write_text(out_dir / (name + BEST_ACC_SUFFIX), recorder.best_acc_text())
                     if is_cifar and test_acc > best_acc:
                         best_acc = test_acc
