@@ -62,7 +62,7 @@ class AccuracyScanner:
     def __call__(self, path: str | os.PathLike[str], epochs: int) -> tuple[np.ndarray, np.ndarray] | None:
         try:
             return _scan(_unframed(self._read(path)), epochs)
-        except (_Unrecognised, IndexError, ValueError, OSError):
+        except (_Unrecognised, IndexError, ValueError, OverflowError, TypeError, KeyError, OSError):
             return None  # the caller unpickles the file (and reports what is wrong with it)
 
     def _read(self, path: str | os.PathLike[str]) -> np.ndarray:
