@@ -240,3 +240,17 @@ def test_progress_draws_on_a_terminal_of_unknown_size(monkeypatch):
     bar = runlog.progress(range(3))
     assert not bar.disable and bar.ncols == 80
     bar.close()
+
+
+def test_a_closed_pipe_stops_quietly(tmp_path):
+    script = tmp_path / "talk.py"
+    script.write_text(textwrap.dedent("""
+        from forgetting_common.errors import run_main
+        def main():
+            for i in range(200_000):
+                print("line", i)
+        run_main(main, prog="talk.py")
+    """))
+    proc = subprocess.run(f"{sys.executable} {script} | head -n 1", shell=True, capture_output=True, text=True)
+    assert proc.stdout == "line 0\n"
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr

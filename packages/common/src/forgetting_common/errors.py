@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import signal
 import sys
 import threading
@@ -67,6 +68,12 @@ def run_main(main: Callable[[], object], prog: str | None = None) -> None:
         main()
     except UserError as err:
         _fail(name, str(err))
+    except BrokenPipeError:
+        # The reader of our output went away (`| head`): stop quietly, as a shell tool does.
+        # Python would otherwise report the pipe again while flushing stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(141)
     except OSError as err:
         if err.errno not in ENVIRONMENT_ERRNOS:
             raise
