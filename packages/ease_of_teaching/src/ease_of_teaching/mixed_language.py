@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from forgetting_common.cli import maybe_print_config
 from forgetting_common.device import resolve_device
 from forgetting_common.errors import UserError
-from forgetting_common.runlog import EMPTY_STATE, RunLog
+from forgetting_common.runlog import RunLog
 from forgetting_common.seeding import seed_everything
 from forgetting_common.stopping import DeferredStop
 
@@ -30,7 +30,6 @@ from ease_of_teaching.checkpoint import (
     FORMAT_MIXED,
     remove_checkpoint,
     restore_mixed,
-    resume_point,
     save_mixed_checkpoint,
 )
 from ease_of_teaching.cli import MixedConfig, parse_mixed_config
@@ -43,8 +42,7 @@ from ease_of_teaching.game import (
     partial_forget,
 )
 from ease_of_teaching.metrics import perfect_language, step_entropies
-from ease_of_teaching.outputs import clear_old_tensorboard, set_threads, wandb_settings
-from ease_of_teaching.tensorboard_tags import tensorboard_tag
+from ease_of_teaching.outputs import open_run, set_threads
 
 HALF = NUM_OBJECTS // 2
 PROG = "mixed_language_forget_samebatch.py"
@@ -170,21 +168,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     set_threads(device, cfg.num_threads)
     resolved["resolved_device"] = str(device)
     folder = run_folder(cfg)
-    state = saved_config = None
-    if cfg.resume:
-        if cfg.overwrite:
-            raise UserError("--resume continues a run and --overwrite replaces it; pass one of them")
-        state, saved_config = resume_point(cfg, folder, PROG, FORMAT_MIXED)
-    elif cfg.overwrite and (folder / "config.json").exists():
-        clear_old_tensorboard(folder, cfg.overwrite)
-        remove_checkpoint(folder)  # a later --resume must not pick up the replaced run's state,
-        (folder / "summary.json").unlink(missing_ok=True)  # nor take the folder for a finished run
-    log = RunLog.create(folder, saved_config or resolved, overwrite=cfg.overwrite, quiet=cfg.quiet,
-                              wandb=wandb_settings(cfg, "ease_of_teaching_target"), resume=cfg.resume,
-                              resume_state=state["runlog"] if state is not None else EMPTY_STATE,
-                              exists_hint="continue it with --resume, or replace it with --overwrite", tensorboard_tag=tensorboard_tag)
-    print(f"{PROG}: writing to {folder}" + (f" (resuming after iteration {state['next_iter'] - 1})"
-                                            if state is not None else ""), file=sys.stderr)
+    log, state = open_run(cfg, folder, resolved, PROG, "ease_of_teaching_target", FORMAT_MIXED)
     try:
         records = run(cfg, device, log, state)
         summary = summarize(records)

@@ -11,11 +11,14 @@ from typing import Any
 import numpy as np
 import torch
 from forgetting_common.atomic import atomic_write_bytes, atomic_write_text
-from forgetting_common.runlog import wandb_available
+from forgetting_common.errors import UserError
+from forgetting_common.runlog import EMPTY_STATE, RunLog, wandb_available
 
 from ease_of_teaching import metrics as MET
 from ease_of_teaching import plots
+from ease_of_teaching.checkpoint import FORMAT, remove_checkpoint, resume_point
 from ease_of_teaching.cli import Flags
+from ease_of_teaching.tensorboard_tags import tensorboard_tag
 
 
 def save_npy(path: Path, array: Any, allow_pickle: bool = False) -> Path:
@@ -112,3 +115,28 @@ def write_run_outputs(tr, speech, traces: dict[str, torch.Tensor]) -> tuple[dict
                    tr.eval_acc, tr.eval_meta, title=a.fname)
     return summary, table
 
+
+def open_run(cfg: Flags, folder: Path, resolved: dict, prog: str, project: str,
+             fmt: str = FORMAT) -> tuple[RunLog, dict | None]:
+    """The run's log and, with ``--resume``, the checkpoint to continue from (None: from the start).
+
+    ``--overwrite`` of a folder that holds a run first drops what would make the replaced run
+    look resumable or finished (its checkpoint, its summary, its TensorBoard events).
+    """
+    state = saved_config = None
+    if cfg.resume:
+        if cfg.overwrite:
+            raise UserError("--resume continues a run and --overwrite replaces it; pass one of them")
+        state, saved_config = resume_point(cfg, folder, prog, fmt)
+    elif cfg.overwrite and (folder / "config.json").exists():
+        clear_old_tensorboard(folder, cfg.overwrite)
+        remove_checkpoint(folder)
+        (folder / "summary.json").unlink(missing_ok=True)
+    log = RunLog.create(folder, saved_config or resolved, overwrite=cfg.overwrite, quiet=cfg.quiet,
+                        wandb=wandb_settings(cfg, project), resume=cfg.resume,
+                        resume_state=state["runlog"] if state is not None else EMPTY_STATE,
+                        exists_hint="continue it with --resume, or replace it with --overwrite",
+                        tensorboard_tag=tensorboard_tag)
+    resuming = f" (resuming after iteration {state['next_iter'] - 1})" if state is not None else ""
+    print(f"{prog}: writing to {folder}{resuming}", file=sys.stderr)
+    return log, state

@@ -16,7 +16,7 @@ import torch
 from forgetting_common.cli import maybe_print_config
 from forgetting_common.device import resolve_device
 from forgetting_common.errors import UserError
-from forgetting_common.runlog import EMPTY_STATE, RunLog
+from forgetting_common.runlog import RunLog
 from forgetting_common.seeding import make_numpy_rng, seed_everything, stream_seed
 from forgetting_common.stopping import DeferredStop
 
@@ -25,7 +25,6 @@ from ease_of_teaching.checkpoint import (
     CHECKPOINT,
     remove_checkpoint,
     restore_trainer,
-    resume_point,
     save_checkpoint,
 )
 from ease_of_teaching.cli import Config, parse_config
@@ -37,14 +36,12 @@ from ease_of_teaching.game import (
     partial_forget,
 )
 from ease_of_teaching.outputs import (
-    clear_old_tensorboard,
+    open_run,
     set_threads,
-    wandb_settings,
     write_run_outputs,
 )
 from ease_of_teaching.probes import object_ids, probe_sets
 from ease_of_teaching.teaching import summarize_curves, teach_batched
-from ease_of_teaching.tensorboard_tags import tensorboard_tag
 
 
 # --------------------------------------------------------------------------- the run
@@ -257,21 +254,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     set_threads(device, cfg.num_threads)
     resolved["resolved_device"] = str(device)
     folder = Path(cfg.out_dir) / cfg.fname
-    state = saved_config = None
-    if cfg.resume:
-        if cfg.overwrite:
-            raise UserError("--resume continues a run and --overwrite replaces it; pass one of them")
-        state, saved_config = resume_point(cfg, folder, "forget_train.py")
-    elif cfg.overwrite and (folder / "config.json").exists():
-        clear_old_tensorboard(folder, cfg.overwrite)
-        remove_checkpoint(folder)  # a later --resume must not pick up the replaced run's state,
-        (folder / "summary.json").unlink(missing_ok=True)  # nor take the folder for a finished run
-    log = RunLog.create(folder, saved_config or resolved, overwrite=cfg.overwrite, quiet=cfg.quiet,
-                              wandb=wandb_settings(cfg, "ease_of_teaching_forget"), resume=cfg.resume,
-                              resume_state=state["runlog"] if state is not None else EMPTY_STATE,
-                              exists_hint="continue it with --resume, or replace it with --overwrite", tensorboard_tag=tensorboard_tag)
-    print(f"forget_train.py: writing to {folder}" + (f" (resuming after iteration {state['next_iter'] - 1})"
-                                                     if state is not None else ""), file=sys.stderr)
+    log, state = open_run(cfg, folder, resolved, "forget_train.py", "ease_of_teaching_forget")
     try:
         summary = Trainer(cfg, device, log).run(state)
         remove_checkpoint(folder)
