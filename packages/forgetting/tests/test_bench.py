@@ -60,7 +60,9 @@ def bench(monkeypatch, capsys, paper, *args: str) -> tuple[int, str, str]:
 def test_every_package_with_a_benchmarks_folder_declares_its_scripts():
     found = declared(papers())
     root = Path(__file__).resolve().parents[2]
-    with_folder = {p.parent.parent.name for p in root.glob("*/benchmarks/*.py")}
+    # every paper package's benchmarks are declared; this package's own (the sweep machinery's
+    # cost) is not a paper's and is run directly
+    with_folder = {p.parent.parent.name for p in root.glob("*/benchmarks/*.py")} - {"forgetting"}
     assert with_folder <= set(found), with_folder - set(found)
     for name, benches in found.items():
         for b in benches:
