@@ -54,8 +54,14 @@ def read_counts(run: dict, out: Path) -> dict:
         raise ValueError(f"{path} holds {len(stats['test'][1])} epochs, not {epochs}")
     r = run_forgetting(stats, epochs)
     order = np.argsort(r.ids, kind="stable")
+    first = r.first_learned[order]
+    test_acc = [float(a) for a in stats["test"][1]]
+    # the run's compact record: per-example counts and first-learned presentation (-1: never), and the
+    # test accuracy of every epoch; the statistics pickle itself stays in the sweep folder
     return {"ids": r.ids[order].tolist(), "counts": r.counts(epochs)[order].tolist(),
-            "never_learned": (~r.learned[order]).tolist(), "best_test_acc": float(max(stats["test"][1]))}
+            "never_learned": (~r.learned[order]).tolist(),
+            "first_learned": np.where(np.isnan(first), -1, first).astype(np.int64).tolist(),
+            "test_acc": test_acc, "best_test_acc": max(test_acc), "final_test_acc": test_acc[-1]}
 
 
 def measure_counts(values: dict) -> dict:
@@ -73,6 +79,8 @@ def measure_counts(values: dict) -> dict:
         out[d] = float((totals == 0).mean())
         out[f"{d}_pearson"] = float(np.mean(pairs)) if pairs else float("nan")
         out[f"{d}_best_test_acc"] = float(np.mean([r["best_test_acc"] for r in runs]))
+        if all("final_test_acc" in r for r in runs):  # runs recorded before it was read lack it
+            out[f"{d}_final_test_acc"] = float(np.mean([r["final_test_acc"] for r in runs]))
         out["seeds"] = float(len(runs))
     out["unforgettable_fraction"] = out["mnist"]
     out["pearson"] = out["mnist_pearson"]
@@ -82,7 +90,9 @@ def measure_counts(values: dict) -> dict:
 def summary_counts(m: dict) -> str:
     return (f"unforgettable: MNIST {100 * m['mnist']:.1f}% ({m['mnist_unforgettable']:,.0f} / {m['mnist_examples']:,.0f}), "
             f"permuted {100 * m['permuted_mnist']:.1f}%; seed-pair Pearson {m['mnist_pearson']:.3f} / "
-            f"{m['permuted_mnist_pearson']:.3f} ({m['seeds']:.0f} seeds)")
+            f"{m['permuted_mnist_pearson']:.3f} ({m['seeds']:.0f} seeds)"
+            + (f"; final test accuracy {m['mnist_final_test_acc']:.2f}% / {m['permuted_mnist_final_test_acc']:.2f}%"
+               if "mnist_final_test_acc" in m and "permuted_mnist_final_test_acc" in m else ""))
 
 
 def _histogram(values: dict, dataset: str):

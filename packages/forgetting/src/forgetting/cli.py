@@ -15,7 +15,9 @@ from forgetting_common.atomic import atomic_write_json, atomic_write_text
 from forgetting_common.cli import OneLineErrorParser
 
 from forgetting import ledger as ledger_mod
+from forgetting import records
 from forgetting.claims import SCALES, find, papers
+from forgetting.records import RECORDS_DIR
 from forgetting.sweep import FAILED, FINISHED, INTERRUPTED, ORDER, SweepDir
 
 
@@ -55,7 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--cpus_per_run", type=int, default=1, help="slurm: CPU cores per run")
     rp.add_argument("--time", type=_time_minutes, default=60, help="slurm: time limit per run (minutes or HH:MM:SS)")
     rp.add_argument("--record", action="store_true",
-                    help="also record the result in packages/forgetting/results/ for `forgetting ledger`")
+                    help="also record the result in packages/forgetting/results/ for `forgetting ledger`, and "
+                         "each finished run's compact record in results/runs/ as it finishes")
+    rp.add_argument("--commit", action="store_true",
+                    help="with --record: git-commit each run record as it is written, and the result with the "
+                         "regenerated REPRODUCIBILITY.md at the end (only those files)")
+    rp.add_argument("--records", default=str(RECORDS_DIR),
+                    help="folder of run records: matching runs in it are taken as finished (default: %(default)s)")
+    rp.add_argument("--ignore_records", action="store_true", help="run every run, whatever records exist")
+    rp.add_argument("--results", default=str(ledger_mod.RESULTS_DIR), help=argparse.SUPPRESS)
+    rp.add_argument("--ledger_file", default=str(ledger_mod.LEDGER), help=argparse.SUPPRESS)
     rp.add_argument("--quiet", action="store_true", help="no progress bar")
 
     st = sub.add_parser("status", help="finished / running / failed / pending runs of a sweep folder")
@@ -126,7 +137,16 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
     else:
         launcher = LocalLauncher(jobs=a.jobs, retries=a.retries)
     sweep_dir = SweepDir(Path(a.out).resolve())
+    if a.commit and not a.record:
+        raise UserError("--commit commits what --record writes: pass --record too")
     sweep_dir.create_or_check(claim, a.scale, runs, str(Path(data).resolve()) if data else "")
+    records_root = Path(a.records).resolve()
+    if not a.ignore_records:
+        imported = records.import_records(records_root, sweep_dir, runs)
+        if imported:
+            print(f"forgetting: {len(imported)} runs taken as finished from their records in {records_root}",
+                  file=sys.stderr)
+    keep_records = a.record and records.recordable(sweep_dir)
     todo, done = pending_names(sweep_dir)
     title = papers()[claim.package].title
     counts: Counter[str] = Counter()
@@ -138,8 +158,14 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
         print(f"forgetting: {len(done)} of {len(runs)} runs already finished in {sweep_dir.root}; skipping them",
               file=sys.stderr)
 
+    by_name = {r.name: r for r in runs}
+
     def progress(name: str, state: str) -> None:
         counts[state] += 1
+        if state == FINISHED and keep_records:
+            path = records.write_record(records_root, sweep_dir, by_name[name])
+            why = records.commit([path], f"results: {claim.sweep.id} {name} at scale {a.scale}") if a.commit else ""
+            bar.write(f"forgetting: run {name} recorded in {path}" + (f" (not committed: {why})" if why else ""))
         bar.update(1)
         bar.set_postfix(failed=counts[FAILED] + counts[INTERRUPTED], refresh=False)
         if state != FINISHED:
@@ -164,9 +190,15 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
     print(f"paper: {claim.paper_value} ({claim.source}); verdict: {record['verdict']} [{record['rule']}]")
     print(f"wrote {sweep_dir.root / claim.id}.json, .png, .md")
     if a.record:
-        atomic_write_json(ledger_mod.RESULTS_DIR / f"{claim.id}.json",
-                          {k: v for k, v in record.items() if k != "figure"})
-        print(f"recorded in {ledger_mod.RESULTS_DIR}; run `forgetting ledger` to update REPRODUCIBILITY.md")
+        result = Path(a.results) / f"{claim.id}.json"
+        atomic_write_json(result, {k: v for k, v in record.items() if k != "figure"})
+        if not a.commit:
+            print(f"recorded in {a.results}; run `forgetting ledger` to update REPRODUCIBILITY.md")
+            return 0
+        cmd_ledger(False, a.results, a.ledger_file)
+        why = records.commit([result, Path(a.ledger_file)],
+                             f"results: {claim.id} at scale {a.scale}: {record['verdict']} ({record['summary']})")
+        print(f"recorded in {result}" + (f"; not committed: {why}" if why else " and committed with REPRODUCIBILITY.md"))
     return 0
 
 

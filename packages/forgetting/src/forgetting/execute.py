@@ -75,12 +75,16 @@ def execute_run(root: str, name: str, env: dict[str, str] | None = None, slurm_j
                                 stdout=out, stderr=err, stdin=subprocess.DEVNULL)
         sweep_dir.write_state(name, state=RUNNING, pid=proc.pid, started=time.time(), **common)
         try:
-            rc = proc.wait()
+            # wait4 rather than wait: the kernel's account of the run's own CPU time and peak memory
+            _, status, usage = os.wait4(proc.pid, 0)
+            rc = proc.returncode = os.waitstatus_to_exitcode(status)
         except BaseException:
             proc.terminate()
             proc.wait()
             raise
-    ended = {"started": sweep_dir.state(name).get("started"), "ended": time.time(), "rc": rc, **common}
+    ended = {"started": sweep_dir.state(name).get("started"), "ended": time.time(), "rc": rc,
+             "cpu_s": round(usage.ru_utime + usage.ru_stime, 1), "max_rss_mib": round(usage.ru_maxrss / 1024, 1),
+             **common}
     if rc < 0 or rc in STOPPED_EXITS:  # stopped by a signal (scancel, preemption, Ctrl-C): start it again later
         signal_number = -rc if rc < 0 else rc - 128
         sweep_dir.write_state(name, state="interrupted", last_line=f"stopped by signal {signal_number}", **ended)

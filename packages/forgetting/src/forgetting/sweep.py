@@ -122,7 +122,7 @@ class SweepDir:
         attempts = int(s.get("attempts", 0))
         kind = s.get("state")
         if kind == FINISHED and (self.run_dir(name) / "values.json").exists():
-            return RunStatus(name, FINISHED, "", attempts)
+            return RunStatus(name, FINISHED, f"from record {s['from_record']}" if s.get("from_record") else "", attempts)
         if kind == FAILED:
             return RunStatus(name, FAILED, s.get("last_line", ""), attempts)
         if kind == INTERRUPTED:
