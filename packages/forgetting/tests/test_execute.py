@@ -218,3 +218,84 @@ def test_every_sweeps_reader_resolves_what_it_imports(tmp_path):
             for run in runs[-1:]:  # the last run of a staged grid is one that is read
                 with pytest.raises((FileNotFoundError, ValueError, UserError)):  # an empty output folder, not an ImportError
                     sweep.read(run.as_dict(), tmp_path / "empty")
+
+
+RANKED = '''
+import json, os, sys, time
+from pathlib import Path
+out = Path(sys.argv[sys.argv.index("--out") + 1])
+mode = sys.argv[sys.argv.index("--mode") + 1]
+rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+out.mkdir(parents=True, exist_ok=True)
+(out / f"rank{rank}.json").write_text(json.dumps({"world": world, "local_rank": os.environ.get("LOCAL_RANK")}))
+if mode == "fail" and rank == 1:
+    print("ranked.py: error: rank 1 cannot read /nowhere/batch_1", file=sys.stderr)
+    sys.exit(2)
+if mode == "fail":
+    time.sleep(30)  # rank 0 would wait in a collective; torchrun must stop it when rank 1 fails
+if rank == 0:
+    (out / "result.json").write_text(json.dumps({"value": world}))
+'''
+
+
+def ranked_sweep(tmp_path: Path, monkeypatch, mode: str, gpus: int) -> SweepDir:
+    (tmp_path / "pkg").mkdir(exist_ok=True)
+    (tmp_path / "pkg" / "ranked.py").write_text(RANKED)
+    grid = lambda: [{"name": "r1", "script": "ranked.py", "args": ["--out", "{out}", "--mode", mode],  # noqa: E731
+                     "gpus": gpus}]
+    read = lambda run, out: json.loads((out / "result.json").read_text())  # noqa: E731
+    sweep = Sweep(id="tiny.ranked", package_dir=tmp_path / "pkg", grids={"smoke": grid}, read=read)
+    claim = Claim(id="tiny.ranked", paper="Tiny", statement="s", source="Fig. 0", paper_value="2",
+                  verdict=rule(("within", "value", 2, 0)), sweep=sweep, measure=lambda v: v["r1"])
+    monkeypatch.setattr(execute, "find", lambda cid: claim)
+    sd = SweepDir(tmp_path / f"sweep_{mode}_{gpus}")
+    sd.create_or_check(claim, "smoke", claim.sweep.runs("smoke"), "")
+    return sd
+
+
+def test_a_run_asking_for_two_gpus_starts_through_torchrun(tmp_path, monkeypatch):
+    sd = ranked_sweep(tmp_path, monkeypatch, "ok", gpus=2)
+    assert execute.execute_run(str(sd.root), "r1", env={"CUDA_VISIBLE_DEVICES": ""}) == FINISHED
+    ranks = {p.name: json.loads(p.read_text()) for p in sd.run_out("r1").glob("rank*.json")}
+    assert ranks == {"rank0.json": {"world": 2, "local_rank": "0"}, "rank1.json": {"world": 2, "local_rank": "1"}}
+    state = json.loads((sd.run_dir("r1") / "state.json").read_text())
+    assert state["procs"] == 2 and json.loads((sd.run_dir("r1") / "values.json").read_text()) == {"value": 2}
+    assert "torch.distributed.run --standalone --nnodes 1 --nproc_per_node 2 ranked.py" in \
+        (sd.run_dir("r1") / "stderr.log").read_text()
+
+
+def test_the_launch_can_set_the_processes_of_every_run(tmp_path, monkeypatch):
+    sd = ranked_sweep(tmp_path, monkeypatch, "ok", gpus=0)
+    assert execute.execute_run(str(sd.root), "r1", procs=2) == FINISHED
+    assert json.loads((sd.run_dir("r1") / "values.json").read_text()) == {"value": 2}
+
+
+def test_one_failing_rank_stops_the_run_and_its_line_is_the_reason(tmp_path, monkeypatch):
+    sd = ranked_sweep(tmp_path, monkeypatch, "fail", gpus=2)
+    import time
+
+    start = time.monotonic()
+    assert execute.execute_run(str(sd.root), "r1", env={"CUDA_VISIBLE_DEVICES": ""}) == FAILED
+    assert time.monotonic() - start < 25  # rank 0 was stopped, not waited for
+    assert sd.status("r1").detail == "ranked.py: error: rank 1 cannot read /nowhere/batch_1"
+
+
+def test_a_torchrun_stopped_by_sigterm_is_an_interruption(tmp_path, monkeypatch):
+    import signal
+    import threading
+    import time
+
+    sd = ranked_sweep(tmp_path, monkeypatch, "fail", gpus=0)  # rank 0 sleeps; procs=1 here: no rank fails
+    (tmp_path / "pkg" / "ranked.py").write_text(RANKED.replace('mode == "fail" and rank == 1', "False"))
+
+    def stop_when_running() -> None:
+        for _ in range(200):
+            s = sd.state("r1") or {}
+            if s.get("state") == RUNNING and len(list(sd.run_out("r1").glob("rank*.json"))) == 2:
+                os.kill(s["pid"], signal.SIGTERM)  # the torchrun process, as scancel would
+                return
+            time.sleep(0.1)
+
+    threading.Thread(target=stop_when_running, daemon=True).start()
+    assert execute.execute_run(str(sd.root), "r1", procs=2) == INTERRUPTED
+    assert "signal 15" in sd.status("r1").detail

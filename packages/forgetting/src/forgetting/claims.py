@@ -25,7 +25,8 @@ is the speed-up; without ``rows`` the script's JSON document must hold them as `
 
 A run is ``{"name": ..., "script": ..., "args": [...], "labels": {...}, "stage": 0}``, with
 ``"resume": False`` for a run whose script has no resume flag (a sweep's short helper steps: a
-sorting script, a data export) although the sweep's main script has one.
+sorting script, a data export) although the sweep's main script has one, and ``"gpus": N`` for a
+run that needs N GPUs (N > 1 starts it through torchrun, one process per GPU).
 """
 
 from __future__ import annotations
@@ -60,15 +61,20 @@ class Run:
     labels: Mapping[str, Any] = field(default_factory=dict)  # grid coordinates, for aggregation
     stage: int = 0
     resume: bool = True  # False: the sweep's resume_args do not apply to this run's script
+    gpus: int = 0  # GPUs one run uses; above 1 the run is started through torchrun, one process per GPU
 
     @classmethod
     def parse(cls, d: Mapping[str, Any]) -> Run:
+        gpus = int(d.get("gpus", 0))
+        if gpus < 0:
+            raise ValueError(f"run {d.get('name')}: gpus must be >= 0")
         return cls(name=str(d["name"]), script=str(d["script"]), args=tuple(str(a) for a in d["args"]),
-                   labels=dict(d.get("labels", {})), stage=int(d.get("stage", 0)), resume=bool(d.get("resume", True)))
+                   labels=dict(d.get("labels", {})), stage=int(d.get("stage", 0)), resume=bool(d.get("resume", True)),
+                   gpus=gpus)
 
     def as_dict(self) -> dict:
         return {"name": self.name, "script": self.script, "args": list(self.args), "labels": dict(self.labels),
-                "stage": self.stage, "resume": self.resume}
+                "stage": self.stage, "resume": self.resume, "gpus": self.gpus}
 
     def argv(self, out: Path, data: str, shared: Path) -> list[str]:
         return [self.script, *(a.replace("{out}", str(out)).replace("{shared}", str(shared)).replace("{data}", data)

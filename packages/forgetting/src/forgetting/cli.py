@@ -53,7 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--jobs", type=int, default=None, help="local: runs at a time (default: GPUs, else CPU cores)")
     rp.add_argument("--retries", type=int, default=2, help="times an interrupted run is started again")
     rp.add_argument("--partition", default=None, help="slurm: partition (default: the cluster's default)")
-    rp.add_argument("--gpus_per_run", type=int, default=0, help="slurm: GPUs per run")
+    rp.add_argument("--gpus_per_run", type=int, default=0,
+                    help="GPUs per run (local and slurm); above 1 each run starts through torchrun, one process "
+                         "per GPU (default: what the claim's runs ask for)")
+    rp.add_argument("--procs_per_run", type=int, default=None,
+                    help="processes per run under torchrun where there is no GPU (CPU, gloo backend)")
     rp.add_argument("--cpus_per_run", type=int, default=1, help="slurm: CPU cores per run")
     rp.add_argument("--time", type=_time_minutes, default=60, help="slurm: time limit per run (minutes or HH:MM:SS)")
     rp.add_argument("--record", action="store_true",
@@ -130,12 +134,17 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
         raise UserError(f"claim {claim.id} reads real data: pass --data DIR or set FORGETTING_DATA")
     if a.jobs is not None and a.jobs < 1:
         raise UserError("--jobs must be at least 1")
+    if a.gpus_per_run < 0 or (a.procs_per_run is not None and a.procs_per_run < 1):
+        raise UserError("--gpus_per_run must be >= 0 and --procs_per_run >= 1")
     if a.launcher == "slurm":
-        launcher = SlurmLauncher(partition=a.partition, gpus_per_run=a.gpus_per_run, cpus_per_run=a.cpus_per_run,
-                                 time_min=a.time, retries=a.retries)
+        launcher = SlurmLauncher(partition=a.partition, gpus_per_run=a.gpus_per_run or max(r.gpus for r in runs),
+                                 cpus_per_run=a.cpus_per_run, time_min=a.time, retries=a.retries,
+                                 procs_per_run=a.procs_per_run)
         launcher.check()  # before anything is written
     else:
-        launcher = LocalLauncher(jobs=a.jobs, retries=a.retries)
+        launcher = LocalLauncher(jobs=a.jobs, retries=a.retries, gpus_per_run=a.gpus_per_run,
+                                 procs_per_run=a.procs_per_run)
+        launcher.slots()  # a GPU request this machine cannot meet is refused before anything is written
     sweep_dir = SweepDir(Path(a.out).resolve())
     if a.commit and not a.record:
         raise UserError("--commit commits what --record writes: pass --record too")

@@ -9,6 +9,7 @@ with the sweep's resume arguments; without them, its partial output is set aside
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -26,21 +27,52 @@ from forgetting.sweep import FINISHED, RUNNING, SweepDir
 STOPPED_EXITS = {128 + signal.SIGINT, 128 + signal.SIGTERM, 128 + signal.SIGKILL}
 
 
-def last_line(path: Path, limit: int = 20000) -> str:
-    """The last non-empty line of a log (progress bars' carriage returns count as line ends)."""
+TORCHRUN_SIGNAL = re.compile(r"SignalException: Process \d+ got signal: (\d+)")
+
+
+def last_lines(path: Path, limit: int = 20000) -> str:
+    """The end of a log, at most ``limit`` bytes ("" when there is none)."""
     try:
         with open(path, "rb") as handle:
             handle.seek(0, os.SEEK_END)
             handle.seek(max(0, handle.tell() - limit))
-            text = handle.read().decode("utf-8", "replace")
+            return handle.read().decode("utf-8", "replace")
     except FileNotFoundError:
         return ""
+
+
+def last_line(path: Path, limit: int = 20000) -> str:
+    """The last non-empty line of a log (progress bars' carriage returns count as line ends)."""
+    text = last_lines(path, limit)
     lines = [ln.strip() for ln in text.replace("\r", "\n").split("\n") if ln.strip()]
     return lines[-1][:300] if lines else ""
 
 
-def execute_run(root: str, name: str, env: dict[str, str] | None = None, slurm_job: str | None = None) -> str:
-    """Run ``name`` of the sweep in ``root`` unless it is finished; return its final state."""
+def torchrun_argv(procs: int, argv: list[str]) -> list[str]:
+    """``argv`` under torchrun with ``procs`` processes on this node; the run's own flags are unchanged.
+
+    ``--standalone`` gives each run its own rendezvous on a free port, so several multi-process
+    runs share a machine; ``python -m torch.distributed.run`` is torchrun without relying on PATH.
+    """
+    return ["-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", str(procs), *argv]
+
+
+def failure_line(path: Path, distributed: bool) -> str:
+    """The line that says why a run failed; under torchrun, a rank's own one-line error, not torchrun's summary."""
+    if distributed:
+        text = last_lines(path, 200_000)
+        errors = [ln.strip() for ln in text.replace("\r", "\n").split("\n") if ": error: " in ln]
+        if errors:
+            return errors[-1][:300]
+    return last_line(path)
+
+
+def execute_run(root: str, name: str, env: dict[str, str] | None = None, slurm_job: str | None = None,
+                procs: int | None = None) -> str:
+    """Run ``name`` of the sweep in ``root`` unless it is finished; return its final state.
+
+    ``procs`` processes (default: the run's GPUs) start it through torchrun when above one.
+    """
     sweep_dir = SweepDir(Path(root))
     manifest = sweep_dir.manifest()
     entry = next(r for r in manifest["runs"] if r["name"] == name)
@@ -63,15 +95,17 @@ def execute_run(root: str, name: str, env: dict[str, str] | None = None, slurm_j
         sweep_dir.set_aside_partial_output(name)
     run_dir = sweep_dir.run_dir(name)
     sweep_dir.run_out(name).mkdir(parents=True, exist_ok=True)
+    procs = max(1, run.gpus) if procs is None else procs
+    launch = torchrun_argv(procs, argv) if procs > 1 else argv
 
     child_env = {**os.environ, **(env or {})}
     child_env.setdefault("MPLBACKEND", "Agg")
     common = {"host": socket.gethostname(), "attempts": attempts, "argv": argv, "resumed": resumed,
-              "slurm_job": slurm_job, "env": env or {}}
+              "slurm_job": slurm_job, "env": env or {}, "procs": procs}
     with open(run_dir / "stdout.log", "ab") as out, open(run_dir / "stderr.log", "ab") as err:
-        err.write(f"--- attempt {attempts}{' (resumed)' if resumed else ''}: {' '.join(argv)}\n".encode())
+        err.write(f"--- attempt {attempts}{' (resumed)' if resumed else ''}: {' '.join(launch)}\n".encode())
         err.flush()
-        proc = subprocess.Popen([sys.executable, *argv], cwd=manifest["package_dir"], env=child_env,
+        proc = subprocess.Popen([sys.executable, *launch], cwd=manifest["package_dir"], env=child_env,
                                 stdout=out, stderr=err, stdin=subprocess.DEVNULL)
         sweep_dir.write_state(name, state=RUNNING, pid=proc.pid, started=time.time(), **common)
         try:
@@ -85,12 +119,16 @@ def execute_run(root: str, name: str, env: dict[str, str] | None = None, slurm_j
     ended = {"started": sweep_dir.state(name).get("started"), "ended": time.time(), "rc": rc,
              "cpu_s": round(usage.ru_utime + usage.ru_stime, 1), "max_rss_mib": round(usage.ru_maxrss / 1024, 1),
              **common}
+    if procs > 1 and rc == 1:  # torchrun stopped by a signal exits 1 and names the signal
+        stopped = TORCHRUN_SIGNAL.findall(last_lines(run_dir / "stderr.log"))
+        if stopped:
+            rc = 128 + int(stopped[-1])
     if rc < 0 or rc in STOPPED_EXITS:  # stopped by a signal (scancel, preemption, Ctrl-C): start it again later
         signal_number = -rc if rc < 0 else rc - 128
         sweep_dir.write_state(name, state="interrupted", last_line=f"stopped by signal {signal_number}", **ended)
         return "interrupted"
     if rc != 0:
-        sweep_dir.write_state(name, state="failed", last_line=last_line(run_dir / "stderr.log") or f"exit {rc}", **ended)
+        sweep_dir.write_state(name, state="failed", last_line=failure_line(run_dir / "stderr.log", procs > 1) or f"exit {rc}", **ended)
         return "failed"
     try:
         values = claim.sweep.read(run.as_dict(), sweep_dir.run_out(name))
@@ -107,6 +145,6 @@ def execute_run(root: str, name: str, env: dict[str, str] | None = None, slurm_j
 class SlurmRun(submitit.helpers.Checkpointable):
     """One run as a Slurm job: requeued on preemption or timeout, then resumed in its folder."""
 
-    def __call__(self, root: str, name: str) -> str:
+    def __call__(self, root: str, name: str, procs: int | None = None) -> str:
         job = submitit.JobEnvironment().job_id
-        return execute_run(root, name, slurm_job=str(job))
+        return execute_run(root, name, slurm_job=str(job), procs=procs)

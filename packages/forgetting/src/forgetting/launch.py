@@ -40,20 +40,41 @@ def visible_gpus() -> list[str]:
 
 @dataclass
 class LocalLauncher:
-    """N runs at a time on this machine: one per GPU (pinned by CUDA_VISIBLE_DEVICES), else one per core."""
+    """N runs at a time on this machine: each on its own GPUs (pinned by CUDA_VISIBLE_DEVICES), else its cores.
+
+    ``gpus_per_run`` above one gives each run that many GPUs and starts it through torchrun, one
+    process per GPU; ``procs_per_run`` sets the torchrun processes where there is no GPU (CPU, gloo).
+    """
 
     jobs: int | None = None
     retries: int = 1
+    gpus_per_run: int = 0
+    procs_per_run: int | None = None
 
     def slots(self) -> list[dict[str, str]]:
         gpus = visible_gpus()
+        if self.gpus_per_run and not gpus:
+            raise UserError(f"--gpus_per_run {self.gpus_per_run}: this machine shows no GPU "
+                            "(CUDA_VISIBLE_DEVICES / nvidia-smi); use --procs_per_run for processes on the CPU")
         if gpus:
-            n = self.jobs or len(gpus)
-            return [{"CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)]} for i in range(n)]
-        n = self.jobs or os.cpu_count() or 1
-        # each CPU run gets its share of the cores, so N runs do not fight over threads
-        threads = str(max(1, (os.cpu_count() or 1) // n))
+            per = max(1, self.gpus_per_run)
+            if per > len(gpus):
+                raise UserError(f"--gpus_per_run {per}: only {len(gpus)} GPUs are visible ({','.join(gpus)})")
+            groups = [gpus[i:i + per] for i in range(0, len(gpus) - per + 1, per)]
+            n = self.jobs or len(groups)
+            return [{"CUDA_VISIBLE_DEVICES": ",".join(groups[i % len(groups)])} for i in range(n)]
+        procs = self.procs_per_run or 1
+        cores = os.cpu_count() or 1
+        n = self.jobs or max(1, cores // procs)
+        # each CPU process gets its share of the cores, so N runs do not fight over threads
+        threads = str(max(1, cores // (n * procs)))
         return [{"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}] * n
+
+    def procs(self) -> int | None:
+        """Processes per run, when this launch sets it for every run (else each run's own GPUs decide)."""
+        if self.procs_per_run:
+            return self.procs_per_run
+        return self.gpus_per_run or None
 
     def launch(self, sweep_dir: SweepDir, names: list[str], progress: Progress) -> None:
         slots = self.slots()
@@ -64,7 +85,7 @@ class LocalLauncher:
         def one(name: str) -> str:
             slot = free.get()
             try:
-                return execute_run(str(sweep_dir.root), name, env=slot)
+                return execute_run(str(sweep_dir.root), name, env=slot, procs=self.procs())
             finally:
                 free.put(slot)
 
@@ -90,6 +111,7 @@ class SlurmLauncher:
     partition: str | None = None
     gpus_per_run: int = 0
     cpus_per_run: int = 1
+    procs_per_run: int | None = None
     time_min: int = 60
     parallelism: int = 256
     retries: int = 2
@@ -119,8 +141,10 @@ class SlurmLauncher:
         if self.partition:
             params["slurm_partition"] = self.partition
         executor.update_parameters(**params)
+        # one Slurm task per run: torchrun inside it starts one process per GPU (gpus_per_run > 1)
+        procs = self.procs_per_run or (self.gpus_per_run or None)
         try:
-            jobs = executor.map_array(SlurmRun(), [str(sweep_dir.root)] * len(names), names)
+            jobs = executor.map_array(SlurmRun(), [str(sweep_dir.root)] * len(names), names, [procs] * len(names))
         except Exception as err:  # noqa: BLE001 - sbatch's complaint, in one line
             lines = [ln for ln in str(err).splitlines() if ln.strip()]
             raise UserError(f"sbatch refused the sweep: {lines[-1] if lines else type(err).__name__}") from err

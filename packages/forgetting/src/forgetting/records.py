@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -147,6 +148,7 @@ def write_record(root: Path, sweep_dir: SweepDir, run: Run) -> Path:
         "env": {k: v for k, v in (state.get("env") or {}).items() if k.endswith("_THREADS")},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ended)) if ended else None,
         "host": state.get("host"),
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "machine": machine(),
         "values": encode(sweep_dir.values(run.name)),
     }
