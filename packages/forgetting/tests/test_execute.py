@@ -299,3 +299,21 @@ def test_a_torchrun_stopped_by_sigterm_is_an_interruption(tmp_path, monkeypatch)
     threading.Thread(target=stop_when_running, daemon=True).start()
     assert execute.execute_run(str(sd.root), "r1", procs=2) == INTERRUPTED
     assert "signal 15" in sd.status("r1").detail
+
+
+def test_an_analysis_parses_without_verdict_and_stays_out_of_the_ledger(tmp_path):
+    from forgetting.aggregate import result_record
+    from forgetting.claims import parse_paper
+
+    grid = lambda: [{"name": "r1", "script": "tiny.py", "args": []}]  # noqa: E731
+    paper = parse_paper({"name": "tiny", "title": "Tiny", "package_dir": tmp_path,
+                         "sweeps": {"s": {"grids": {"smoke": grid}, "read": lambda run, out: {}}},
+                         "analyses": [{"name": "events", "question": "which examples?", "sweep": "s",
+                                       "measure": lambda v: {"n": 1.0}}]})
+    (analysis,) = paper.analyses
+    assert analysis.id == "tiny.events" and analysis.is_analysis and paper.claims == ()
+    record = result_record(analysis, "smoke", {"n": 1.0}, 1)
+    assert record["command"] == "forgetting analyse tiny.events --scale smoke" and record["rule"] == ""
+    with pytest.raises(ValueError, match="needs a sweep"):
+        parse_paper({"name": "tiny", "title": "Tiny", "package_dir": tmp_path,
+                     "analyses": [{"name": "x", "question": "?", "sweep": "missing", "measure": len}]})

@@ -20,12 +20,12 @@ def result_record(claim: Claim, scale: str, measured: dict[str, float], runs: in
         "paper_value": claim.paper_value,
         "scale": scale,
         "runs": runs,
-        "command": f"forgetting reproduce {claim.id} --scale {scale}",
+        "command": f"forgetting {'analyse' if claim.is_analysis else 'reproduce'} {claim.id} --scale {scale}",
         "data": claim.data.get(scale, ""),
         "measured": measured,
         "summary": claim.summary(measured) if claim.summary else "",
-        "rule": claim.verdict.describe(),
-        "verdict": claim.verdict(measured),
+        "rule": "" if claim.is_analysis else claim.verdict.describe(),
+        "verdict": "analysis: no paper value to compare" if claim.is_analysis else claim.verdict(measured),
     }
 
 

@@ -184,6 +184,11 @@ class Claim:
     def package(self) -> str:
         return self.id.split(".", 1)[0]
 
+    @property
+    def is_analysis(self) -> bool:
+        """A question between the papers (``forgetting analyse``): no paper value, no verdict, not in the ledger."""
+        return self.verdict is None
+
 
 def finite(m: Mapping[str, float]) -> bool:
     return all(isinstance(v, (int, float)) and math.isfinite(v) for v in m.values())
@@ -211,6 +216,7 @@ class Paper:
     commands: Mapping[str, tuple[str, ...]]  # short name -> (script, *original flags)
     claims: tuple[Claim, ...]
     benchmarks: tuple[Benchmark, ...] = ()
+    analyses: tuple[Claim, ...] = ()  # questions between the papers: a sweep and a figure, no paper value, no verdict
 
 
 def standard_rows(doc: Any) -> list[dict]:
@@ -261,7 +267,7 @@ def papers() -> dict[str, Paper]:
         if paper.name != ep.name:
             raise ValueError(f"entry point {ep.name} returned paper {paper.name}")
         for claim in paper.claims:
-            if not claim.id.startswith(paper.name + "."):
+            if not claim.id.startswith(paper.name + "."):  # analyses are named the same way by parse_paper
                 raise ValueError(f"claim {claim.id} of {paper.name} must be named {paper.name}.<name>")
         found[paper.name] = paper
     return found
@@ -288,19 +294,30 @@ def parse_paper(d: Mapping[str, Any]) -> Paper:
                             source=c["source"], paper_value=c["paper_value"], verdict=rule(c["verdict"]),
                             sweep=sweep, measure=c.get("measure"), summary=c.get("summary"),
                             figure=c.get("figure"), data=dict(c.get("data", {})), not_run=c.get("not_run", "")))
+    analyses = []
+    for c in d.get("analyses", []):
+        unknown = set(c) - {"name", "question", "source", "sweep", "measure", "summary", "figure", "data"}
+        if unknown:
+            raise ValueError(f"analysis {name}.{c.get('name')}: unknown fields {sorted(unknown)}")
+        if c.get("sweep") not in sweeps or not c.get("measure"):
+            raise ValueError(f"analysis {name}.{c.get('name')} needs a sweep of its package and a measure")
+        analyses.append(Claim(id=f"{name}.{c['name']}", paper=str(d["title"]), statement=c["question"],
+                              source=c.get("source", ""), paper_value="", verdict=None, sweep=sweeps[c["sweep"]],
+                              measure=c["measure"], summary=c.get("summary"), figure=c.get("figure"),
+                              data=dict(c.get("data", {}))))
     commands = {k: tuple(str(a) for a in v) for k, v in d.get("commands", {}).items()}
     benchmarks = tuple(parse_benchmark(name, package_dir, b) for b in d.get("benchmarks", ()))
     if len({b.id for b in benchmarks}) != len(benchmarks):
         raise ValueError(f"paper {name}: duplicate benchmark names")
     return Paper(name=name, title=str(d["title"]), package_dir=package_dir, commands=commands, claims=tuple(claims),
-                 benchmarks=benchmarks)
+                 benchmarks=benchmarks, analyses=tuple(analyses))
 
 
 def discover() -> dict[str, Claim]:
     """Every claim of every installed package, by id (``<package>.<name>``)."""
     found: dict[str, Claim] = {}
     for paper in papers().values():
-        for claim in paper.claims:
+        for claim in (*paper.claims, *paper.analyses):
             if claim.id in found:
                 raise ValueError(f"claim {claim.id} declared twice")
             found[claim.id] = claim

@@ -34,6 +34,28 @@ def _time_minutes(text: str) -> int:
         raise argparse.ArgumentTypeError(f"--time {text!r} is neither minutes nor HH:MM:SS") from err
 
 
+def _sweep_options(p: argparse.ArgumentParser) -> None:
+    """What `reproduce` and `analyse` share: the scale, the launcher, the sweep folder, the run records."""
+    p.add_argument("--scale", choices=SCALES, default="smoke")
+    p.add_argument("--launcher", choices=("local", "slurm"), default="local")
+    p.add_argument("--out", required=True, help="sweep folder; finished runs in it are skipped, interrupted ones resumed")
+    p.add_argument("--data", default=None, help="data root for runs that read data (default: $FORGETTING_DATA)")
+    p.add_argument("--jobs", type=int, default=None, help="local: runs at a time (default: GPUs, else CPU cores)")
+    p.add_argument("--retries", type=int, default=2, help="times an interrupted run is started again")
+    p.add_argument("--partition", default=None, help="slurm: partition (default: the cluster's default)")
+    p.add_argument("--gpus_per_run", type=int, default=0,
+                   help="GPUs per run (local and slurm); above 1 each run starts through torchrun, one process "
+                         "per GPU (default: what the claim's runs ask for)")
+    p.add_argument("--procs_per_run", type=int, default=None,
+                   help="processes per run under torchrun where there is no GPU (CPU, gloo backend)")
+    p.add_argument("--cpus_per_run", type=int, default=1, help="slurm: CPU cores per run")
+    p.add_argument("--time", type=_time_minutes, default=60, help="slurm: time limit per run (minutes or HH:MM:SS)")
+    p.add_argument("--records", default=str(RECORDS_DIR),
+                   help="folder of run records: matching runs in it are taken as finished (default: %(default)s)")
+    p.add_argument("--ignore_records", action="store_true", help="run every run, whatever records exist")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineErrorParser(prog="forgetting", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineErrorParser)
@@ -46,32 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("reproduce", help="run a claim's grid as a sweep and draw its figure")
     rp.add_argument("claim")
-    rp.add_argument("--scale", choices=SCALES, default="smoke")
-    rp.add_argument("--launcher", choices=("local", "slurm"), default="local")
-    rp.add_argument("--out", required=True, help="sweep folder; finished runs in it are skipped, interrupted ones resumed")
-    rp.add_argument("--data", default=None, help="data root for runs that read data (default: $FORGETTING_DATA)")
-    rp.add_argument("--jobs", type=int, default=None, help="local: runs at a time (default: GPUs, else CPU cores)")
-    rp.add_argument("--retries", type=int, default=2, help="times an interrupted run is started again")
-    rp.add_argument("--partition", default=None, help="slurm: partition (default: the cluster's default)")
-    rp.add_argument("--gpus_per_run", type=int, default=0,
-                    help="GPUs per run (local and slurm); above 1 each run starts through torchrun, one process "
-                         "per GPU (default: what the claim's runs ask for)")
-    rp.add_argument("--procs_per_run", type=int, default=None,
-                    help="processes per run under torchrun where there is no GPU (CPU, gloo backend)")
-    rp.add_argument("--cpus_per_run", type=int, default=1, help="slurm: CPU cores per run")
-    rp.add_argument("--time", type=_time_minutes, default=60, help="slurm: time limit per run (minutes or HH:MM:SS)")
+    _sweep_options(rp)
     rp.add_argument("--record", action="store_true",
                     help="also record the result in packages/forgetting/results/ for `forgetting ledger`, and "
                          "each finished run's compact record in results/runs/ as it finishes")
     rp.add_argument("--commit", action="store_true",
                     help="with --record: git-commit each run record as it is written, and the result with the "
                          "regenerated REPRODUCIBILITY.md at the end (only those files)")
-    rp.add_argument("--records", default=str(RECORDS_DIR),
-                    help="folder of run records: matching runs in it are taken as finished (default: %(default)s)")
-    rp.add_argument("--ignore_records", action="store_true", help="run every run, whatever records exist")
     rp.add_argument("--results", default=str(ledger_mod.RESULTS_DIR), help=argparse.SUPPRESS)
     rp.add_argument("--ledger_file", default=str(ledger_mod.LEDGER), help=argparse.SUPPRESS)
-    rp.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    an = sub.add_parser("analyse", help="run a cross-paper analysis (a sweep with trackers) and draw its figure")
+    an.add_argument("claim", metavar="analysis", help="<package>.<analysis>, as `forgetting list` shows")
+    _sweep_options(an)
 
     st = sub.add_parser("status", help="finished / running / failed / pending runs of a sweep folder")
     st.add_argument("dir")
@@ -105,6 +114,10 @@ def cmd_list() -> None:
             ours = f"{rec['summary']} -> {rec['verdict']} ({rec['scale']})" if rec else "not run"
             scales = ",".join(c.sweep.grids) if c.sweep else "-"
             print(f"    {c.id} [{scales}] {c.source}: paper {c.paper_value}; ours {ours}")
+        if paper.analyses:
+            print("  analyses (`forgetting analyse <id>`):")
+            for c in paper.analyses:
+                print(f"    {c.id} [{','.join(c.sweep.grids)}]: {c.statement}")
         print()
 
 
@@ -126,6 +139,11 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
     from forgetting.launch import LocalLauncher, SlurmLauncher, pending_names, stages
 
     claim = find(a.claim)
+    analysing = a.command == "analyse"
+    if claim.is_analysis != analysing:
+        raise UserError(f"{claim.id} is {'an analysis' if claim.is_analysis else 'a claim'}: run it with `forgetting "
+                        f"{'analyse' if claim.is_analysis else 'reproduce'} {claim.id}`")
+    a.record, a.commit = getattr(a, "record", False), getattr(a, "commit", False)
     if claim.sweep is None:
         raise UserError(f"claim {claim.id} has no runnable grid: {claim.not_run}")
     runs = claim.sweep.runs(a.scale)
@@ -196,7 +214,10 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
         return 1
     record = aggregate(claim, sweep_dir, title)
     print(f"{claim.id} ({a.scale}): {record['summary']}")
-    print(f"paper: {claim.paper_value} ({claim.source}); verdict: {record['verdict']} [{record['rule']}]")
+    if analysing:
+        print(f"question: {claim.statement}" + (f" ({claim.source})" if claim.source else ""))
+    else:
+        print(f"paper: {claim.paper_value} ({claim.source}); verdict: {record['verdict']} [{record['rule']}]")
     print(f"wrote {sweep_dir.root / claim.id}.json, .png, .md")
     if a.record:
         result = Path(a.results) / f"{claim.id}.json"
@@ -285,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if a.command == "run":
         return cmd_run(a.name, a.extra)
-    if a.command == "reproduce":
+    if a.command in ("reproduce", "analyse"):
         return cmd_reproduce(a)
     if a.command == "status":
         return cmd_status(a.dir)
