@@ -91,6 +91,8 @@ TABLE = [
     (["--resume_path", "/nonexistent/ckpt.pt"], P + "--resume_path /nonexistent/ckpt.pt not found", 2),
     (["--resume_path", "/"], P + "--resume_path / is a folder, not a file", 2),
     (["--save_path", "/sys/forgetting_ro"], P + "/sys/forgetting_ro: Operation not permitted", 2),
+    (["--track", "forgetting,dead"], P + "argument --track: unknown tracker 'dead'; the trackers are "
+     "forgetting,margin,dead_units,weight_rank,effective_rank,plasticity,ece,init_distance", 2),
 ]
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 from forgetting_common import testing
 from forgetting_common.errors import UserError
+from forgetting_common.trackers import TRACKER_NAMES
 
 SCRIPT = Path(__file__).resolve().parents[1] / "mixed_group_training.py"
 
@@ -21,6 +22,7 @@ ARGV = ["--data_source", "synthetic", "--train_limit", "300", "--train_iters", "
         "--checkpoint_every", "20", "--no_wandb", "--keep_perc", "0.5", "--random_perc", "0.2",
         "--save_path", "runs", "--fname", "a", "--quiet", "--num_threads", "1"]
 TIMING = ("seconds", "iterations_per_second")
+ALL = ",".join(TRACKER_NAMES)
 
 
 def _scalars(logdir):
@@ -54,13 +56,15 @@ def _assert_same_outputs(first: Path, second: Path) -> None:
             assert a.read_bytes() == b.read_bytes(), name
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_killed_then_resumed_equals_uninterrupted(tmp_path, monkeypatch, sig):
+@pytest.mark.parametrize("sig,track", [(signal.SIGKILL, []), (signal.SIGTERM, []), (signal.SIGKILL, ["--track", ALL, "--checkpoint_every", "15"])],  # 15: mid-epoch (2 steps an epoch)
+                         ids=["SIGKILL", "SIGTERM", "SIGKILL-track"])
+def test_killed_then_resumed_equals_uninterrupted(tmp_path, monkeypatch, sig, track):
+    argv = ARGV + track
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     whole.mkdir(), cut.mkdir()
-    _in_process(ARGV, whole, monkeypatch)
+    _in_process(argv, whole, monkeypatch)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    code = testing.run_until_then_kill([str(SCRIPT), *ARGV], testing.exists(cut / "runs/a/checkpoint.pt"),
+    code = testing.run_until_then_kill([str(SCRIPT), *argv], testing.exists(cut / "runs/a/checkpoint.pt"),
                                        cwd=cut, env=env, sig=sig)
     assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 143)
     assert not (cut / "runs/a/summary.json").exists()  # really stopped part-way
@@ -68,9 +72,17 @@ def test_killed_then_resumed_equals_uninterrupted(tmp_path, monkeypatch, sig):
     assert 0 < state["iterations"] < 120
     if sig == signal.SIGKILL:  # the checkpoint belongs to these flags: another seed is refused
         with pytest.raises(UserError, match=r"was started with --seed 0, not 3"):
-            _in_process(ARGV + ["--resume", "--seed", "3"], cut, monkeypatch)
-    _in_process(ARGV + ["--resume"], cut, monkeypatch)
-    _assert_same_outputs(whole / "runs/a", cut / "runs/a")
+            _in_process(argv + ["--resume", "--seed", "3"], cut, monkeypatch)
+    if track:  # the tracked values continue where they were: the trackers must be the same
+        assert set(state["trackers"]) == set(TRACKER_NAMES)
+        assert int(state["trackers"]["forgetting"]["state"]["presentations"].sum()) == 128 * state["iterations"]
+        with pytest.raises(UserError, match=r"was started with --track '[a-z_,]+', not 'forgetting'"):
+            _in_process(argv + ["--resume", "--track", "forgetting"], cut, monkeypatch)
+    _in_process(argv + ["--resume"], cut, monkeypatch)
+    _assert_same_outputs(whole / "runs/a", cut / "runs/a")  # tracked.npz byte for byte, the rows as they were
+    if track:
+        assert (cut / "runs/a/tracked.npz").is_file()
+        assert any("track/forgetting_events" in r for r in testing.metrics_rows_without_time(cut / "runs/a/metrics.jsonl"))
 
 
 def test_sigterm_writes_a_checkpoint_and_exits_143(tmp_path):

@@ -11,6 +11,8 @@ Modules, each small and independent of the paper packages:
 - :mod:`forgetting_common.cli`: original-style argparse quirks and the shared extension flags.
 - :mod:`forgetting_common.runlog`: run folders with ``config.json``, ``metrics.jsonl``, TensorBoard.
 - :mod:`forgetting_common.masks`: keep-masks, re-initialisation, zeroing, rewinding.
+- :mod:`forgetting_common.trackers`: the papers' measurements (forgetting events, margin, dead units,
+  weight/effective rank, plasticity, ECE, distance from initialisation) behind one interface, ``--track``.
 - :mod:`forgetting_common.data`: MNIST, CIFAR, EMNIST, image folders, text corpora, digits,
   on-device tensor batching and fake datasets for tests.
 """

@@ -5,9 +5,9 @@ A checkpoint is ``SAVE_PATH/FNAME/checkpoint.pt``, written atomically every
 when the run finishes. It holds only tensors and plain values (it loads with
 ``weights_only=True``): the live model, the optimizer, the rewind snapshot and fixed masks, the
 named generators (data order as of the epoch's start, augmentation, masks), the global RNG
-states, the probe records so far, the position (epoch, batch within it, iteration) and the
-RunLog state, so a resumed run continues exactly where the checkpoint left off: its outputs
-equal an uninterrupted run's (on CPU, bit for bit).
+states, the probe records so far, the ``--track`` trackers' state, the position (epoch, batch
+within it, iteration) and the RunLog state, so a resumed run continues exactly where the
+checkpoint left off: its outputs equal an uninterrupted run's (on CPU, bit for bit).
 
 Signals are deferred to the end of the current iteration (:class:`forgetting_common.stopping.DeferredStop`) so the
 checkpoint is always taken at a consistent point; a second signal stops at once.
@@ -70,6 +70,7 @@ def experiment_state(exp: Any, log: Any) -> dict[str, Any]:
         "aug_gen": exp.aug_gen.get_state(),
         "rng": get_rng_state(),
         "records": exp.records,
+        "trackers": exp.trackers.state_dict(),
         "seconds": exp.seconds,
         "runlog": log.checkpoint_state() if log is not None else {},
     }
@@ -108,6 +109,7 @@ def restore_experiment(exp: Any, state: dict[str, Any]) -> None:
     exp.aug_gen.set_state(state["aug_gen"])
     set_rng_state(state["rng"])
     exp.records = list(state["records"])
+    exp.trackers.load_state_dict(state.get("trackers", {}))
     exp.seconds = float(state["seconds"])
     exp.resumed = True
 

@@ -15,6 +15,7 @@ from forgetting_common.cli import (
     non_negative_int,
     positive_int,
 )
+from forgetting_common.trackers import TRACKER_NAMES, track_argument
 
 from targeted_forgetting.forgetting import REINIT_SCOPES
 
@@ -78,6 +79,9 @@ def make_parser(prog: str = "mixed_group_training.py") -> argparse.ArgumentParse
     p.add_argument("--checkpoint_every", type=non_negative_int, default=1000,
                    help="write SAVE_PATH/FNAME/checkpoint.pt every n iterations (0: only on Ctrl-C/SIGTERM); "
                    "it is removed when the run finishes")
+    p.add_argument("--track", type=track_argument, default=None, metavar="NAME[,NAME...]",
+                   help="also measure these on the training batches, per epoch, into metrics.jsonl, TensorBoard "
+                   f"and SAVE_PATH/FNAME/tracked.npz (never changes what is trained): {', '.join(TRACKER_NAMES)}")
     return p
 
 
@@ -123,6 +127,7 @@ class Config:
     no_tensorboard: bool
     resume: bool
     checkpoint_every: int
+    track: str | None
 
     @classmethod
     def from_namespace(cls, args: argparse.Namespace) -> Config:

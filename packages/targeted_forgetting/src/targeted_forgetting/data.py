@@ -27,20 +27,22 @@ NUM_CLASSES = 10
 
 @dataclass
 class TrainData:
-    """The training split on one device: uint8 images ``[N, C, H, W]``, labels, group ids."""
+    """The training split on one device: uint8 images ``[N, C, H, W]``, labels, group ids, and
+    ``ids``, each example's index in the full dataset (CPU; for the per-example trackers)."""
 
     images: torch.Tensor
     labels: torch.Tensor
     groups: torch.Tensor
     true_labels: torch.Tensor
     source: str
+    ids: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
     def to(self, device: torch.device) -> TrainData:
         return TrainData(self.images.to(device), self.labels.to(device), self.groups.to(device),
-                         self.true_labels.to(device), self.source)
+                         self.true_labels.to(device), self.source, self.ids)
 
 
 def synthetic_images(train_data: str, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,4 +158,4 @@ def load_train_data(
     noisy, groups = add_label_noise(labels, random_perc, make_numpy_rng(seed, "noise"))
     keep = subset_size(len(labels), train_perc)
     order = torch.randperm(len(labels), generator=make_generator(seed, "split"))[:keep]
-    return TrainData(images[order].contiguous(), noisy[order], groups[order], labels[order], source)
+    return TrainData(images[order].contiguous(), noisy[order], groups[order], labels[order], source, order)

@@ -30,6 +30,7 @@ from forgetting_common.runlog import EMPTY_STATE, RunLog, wandb_available
 from forgetting_common.safeload import load_checkpoint
 from forgetting_common.seeding import make_generator, seed_everything
 from forgetting_common.stopping import DeferredStop
+from forgetting_common.trackers import COMPACT_FILE, build_trackers
 from torch import nn
 
 from targeted_forgetting.checkpoint import (
@@ -50,7 +51,7 @@ from targeted_forgetting.forgetting import (
 from targeted_forgetting.metrics import group_stats, margin_groups, probe_record, stdout_line
 from targeted_forgetting.models import build_model, check_arch
 from targeted_forgetting.plots import plot_runs, summarize
-from targeted_forgetting.tensorboard_tags import tensorboard_tag
+from targeted_forgetting.tensorboard_tags import TRACK_PREFIX, tensorboard_tag
 
 MAX_EPOCHS = 9999  # the original's epoch loop bound
 WANDB_PROJECT = "fortuitous_forgetting"
@@ -179,6 +180,9 @@ class Experiment:
                 f"the training split has {len(self.data)} examples (train_perc {cfg.train_perc}), fewer than "
                 f"one batch of --batch_size {cfg.batch_size}; partial batches are skipped, so nothing would train"
             )
+        # --track: built on the starting weights (init_distance measures from them); reads only.
+        self.trackers = build_trackers(cfg.track, n_examples=len(self.data), model=self.model, device=self.device,
+                                       ids=self.data.ids)
         self.init_weights = snapshot(self.model) if cfg.rewind_to_init else None
         self.mask_gen = make_generator(cfg.seed, "mask")
         self.data_gen = make_generator(cfg.seed, "data")
@@ -250,6 +254,8 @@ class Experiment:
         loss.backward()
         self.optimizer.step()
         self.iterations += 1
+        if self.trackers:  # after the step: plasticity reads the updated network on the same batch
+            self.trackers.on_batch(idx, outputs.detach(), y, model=self.model, inputs=x)
         if self.iterations % self.print_every == 0:
             record = self.probe(x, y, idx, outputs.detach(), loss, epoch)
             self.records.append(record)
@@ -261,6 +267,14 @@ class Experiment:
                     self.bar.write(line)  # above the bar, which a plain print would tear
                 else:
                     print(line, flush=True)
+
+    def end_epoch_tracking(self, epoch: int, log: RunLog | None) -> None:
+        """The ``--track`` values of the epoch just ended (the last one may be partial), as one row."""
+        if not self.trackers:
+            return
+        values = self.trackers.end_epoch(epoch)
+        if log is not None:
+            log.log({"Epoch": epoch, **{TRACK_PREFIX + k: v for k, v in values.items()}}, step=self.iterations)
 
     def run(self, log: RunLog | None = None, print_lines: bool = True,
             checkpoint: Callable[[], object] | None = None) -> list[dict[str, Any]]:
@@ -301,6 +315,7 @@ class Experiment:
                         checkpoint()
                     if stop.requested:
                         stop.stop()
+                self.end_epoch_tracking(epoch, log)
                 if self.iterations >= cfg.train_iters:
                     break
         self.seconds = time.perf_counter() - start
@@ -363,6 +378,8 @@ def run(cfg: Config) -> Path | None:
         }
         atomic_torch_save({"state_dict": exp.model.state_dict(), "iterations": exp.iterations},
                           run_dir / "model.pt")
+        if exp.trackers:
+            exp.trackers.save_compact(run_dir / COMPACT_FILE)
         if records and not cfg.no_plot:
             plot_runs([records], run_dir / "groups.png", margin_groups=cfg.margin_groups,
                       title=f"{cfg.fname}: before / after forgetting")
