@@ -33,7 +33,9 @@ CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT = 1
 # Flags that do not change what a run computes; a resume may differ in them.
 NOT_COMPARED = frozenset({"resume", "overwrite", "quiet", "print_config", "device", "no_cuda",
-                          "data_root", "device_resolved", "no_download"})
+                          "data_root", "device_resolved", "no_download", "world_size"})
+# Flags added after checkpoints were already written: such a checkpoint ran with the default.
+ADDED_LATER = {"sync_bn": False}
 
 
 def prepare_output(config: RunConfig, stats_path: Path, run_dir: Path) -> dict[str, Any] | None:
@@ -94,7 +96,7 @@ def check_compatible(ckpt: dict[str, Any], config: dict[str, Any], path: Path) -
         raise UserError(f"checkpoint {path} is not a checkpoint of this script (format {FORMAT})")
     saved, now = ckpt["config"], comparable_config(config)
     for key in sorted(set(saved) | set(now)):
-        if saved.get(key) != now.get(key):
+        if saved.get(key, ADDED_LATER.get(key)) != now.get(key, ADDED_LATER.get(key)):
             raise UserError(
                 f"checkpoint {path} was written with {key}={saved.get(key)!r}, this command has "
                 f"{key}={now.get(key)!r}; resume with the original flags or pass --overwrite"

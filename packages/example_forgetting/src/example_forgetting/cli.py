@@ -108,6 +108,9 @@ def cifar_parser() -> argparse.ArgumentParser:
                    help="clip noisy pixels to 0..255 instead of the original's uint8 wrap-around")
     p.add_argument("--save_weights", action="store_true",
                    help="also store the model weights in the best-accuracy checkpoint (.t7)")
+    p.add_argument("--sync_bn", action="store_true",
+                   help="under torchrun: BatchNorm statistics over the whole global minibatch (all ranks), "
+                        "so a step equals the single-process one; no effect in one process")
     _extension_flags(p)
     return p
 
@@ -208,6 +211,7 @@ class MnistConfig(RunConfig):
     # No flag: the original MNIST script has no label noise; the library sets it for the small
     # reproduction's Figure 3 run (python -m example_forgetting.reproduce).
     noise_percent_labels: int = 0
+    sync_bn: bool = False  # no flag: the MNIST network has no BatchNorm
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -232,6 +236,7 @@ class CifarConfig(RunConfig):
     pixel_noise_mean: float
     pixel_noise_clip: bool
     save_weights: bool
+    sync_bn: bool
 
 
 Config = MnistConfig | CifarConfig

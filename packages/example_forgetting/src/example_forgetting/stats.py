@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from forgetting_common import distributed
+from forgetting_common.distributed import Dist
 
 
 def margins_and_correct(outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,6 +77,10 @@ class StatsRecorder:
         self.completed = 0  # epochs completed (and recorded)
         self._batch_correct: list[torch.Tensor] = []
         self._batch_sizes: list[int] = []
+        # Several ranks (torchrun): the positions this rank recorded since the last merge, and how
+        # many of the batch counts above are already sums over ranks (see merge_ranks).
+        self._unmerged_positions: list[torch.Tensor] = []
+        self._merged_batches = 0
         # Running per-example summaries of the completed epochs, for the per-epoch log.
         self._ever_correct = torch.zeros(n, dtype=torch.bool, device=self.device)
         self._ever_forgotten = torch.zeros(n, dtype=torch.bool, device=self.device)
@@ -101,7 +107,42 @@ class StatsRecorder:
         self.margin[epoch, pos.to(self._margin_device)] = margin.to(self._margin_device, torch.float64)
         self._batch_correct.append(correct.sum())
         self._batch_sizes.append(int(positions.numel()))
+        self._unmerged_positions.append(pos)
         return correct
+
+    def merge_ranks(self, epoch: int, dist: Dist) -> None:
+        """Under several ranks: make every rank's recorder hold every rank's values of ``epoch``.
+
+        Each rank recorded only its share of each minibatch. The rows it recorded since the last
+        merge are gathered from all ranks by position (every example is presented once per epoch,
+        so no position comes twice) and scattered into each rank's row; the minibatch counts of
+        the running accuracy are summed over ranks, so they are those of the global minibatches.
+        A no-op for one process. Call it on every rank at the same point (a collective).
+        """
+        if not dist.enabled:
+            self._unmerged_positions = []
+            return
+        if epoch != self._open:
+            self._open_row(epoch)
+        pos = (torch.cat(self._unmerged_positions) if self._unmerged_positions
+               else torch.zeros(0, dtype=torch.long, device=self.device))
+        rows = torch.stack([self.loss[epoch, pos].double(), self.acc[epoch, pos].double(),
+                            self.margin[epoch, pos.to(self._margin_device)].to(self.device)], 1)
+        index, rows = distributed.gather_rows(pos, rows, dist)
+        index, rows = index.to(self.device), rows.to(self.device)
+        self.loss[epoch, index] = rows[:, 0].to(torch.float32)  # float32 and 0/1 round-trip float64 exactly
+        self.acc[epoch, index] = rows[:, 1].to(torch.uint8)
+        self.margin[epoch, index.to(self._margin_device)] = rows[:, 2].to(self._margin_device)
+        first = self._merged_batches
+        if len(self._batch_sizes) > first:
+            counts = torch.stack([c.to(dist.device, torch.long) for c in self._batch_correct[first:]])
+            sizes = torch.tensor(self._batch_sizes[first:], dtype=torch.long, device=dist.device)
+            distributed.all_reduce_sum(counts, dist)
+            distributed.all_reduce_sum(sizes, dist)
+            self._batch_correct[first:] = list(counts.to(self.device).unbind())
+            self._batch_sizes[first:] = sizes.tolist()
+        self._merged_batches = len(self._batch_sizes)
+        self._unmerged_positions = []
 
     def _open_row(self, epoch: int) -> None:
         self.loss[epoch].zero_()
@@ -127,6 +168,7 @@ class StatsRecorder:
         self.train_running.extend(running)
         self.test_acc.append(float(test_accuracy))
         self._batch_correct, self._batch_sizes = [], []
+        self._unmerged_positions, self._merged_batches = [], 0
         self.completed += 1
         return running
 
@@ -189,6 +231,8 @@ class StatsRecorder:
         self.completed = int(state["completed"])
         self._batch_correct = [torch.tensor(int(c), device=self.device) for c in state["batch_correct"]]
         self._batch_sizes = [int(s) for s in state["batch_sizes"]]
+        # What a checkpoint holds was merged over ranks before it was written.
+        self._unmerged_positions, self._merged_batches = [], len(self._batch_sizes)
         self._ever_correct.zero_()
         self._ever_forgotten.zero_()
         for epoch in range(self.completed):

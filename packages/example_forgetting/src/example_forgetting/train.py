@@ -20,18 +20,21 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from forgetting_common import distributed
 from forgetting_common.atomic import atomic_pickle_dump, atomic_torch_save, atomic_write_text
 from forgetting_common.data import normalize, permute_pixels, pixel_permutation
-from forgetting_common.data.tensors import cutout, random_crop, random_flip
 from forgetting_common.device import resolve_device
-from forgetting_common.errors import UserError
-from forgetting_common.runlog import EMPTY_STATE, RunLog
+from forgetting_common.distributed import Dist
+from forgetting_common.errors import Terminated, UserError
+from forgetting_common.runlog import EMPTY_STATE, RunLog, progress
 from forgetting_common.seeding import make_generator
 from forgetting_common.stopping import DeferredStop
 
 from example_forgetting import checkpoint as ckpt
 from example_forgetting import data as D
+from example_forgetting import parallel
 from example_forgetting.cli import CifarConfig, Config, MnistConfig, validate
+from example_forgetting.inputs import BatchInputs
 from example_forgetting.models import MnistNet, build_cifar_model
 from example_forgetting.naming import BEST_ACC_SUFFIX, CHANGED_LABELS_SUFFIX, STATS_SUFFIX
 from example_forgetting.order import load_sorting
@@ -89,7 +92,7 @@ def _sorting_path(input_dir: str, name: str) -> Path:
     raise UserError(f"sorting file not found: looked for {with_suffix} and {base} (set --input_dir / --sorting_file)")
 
 
-def training_set(config: Config, rng: np.random.RandomState) -> TrainingSet:
+def training_set(config: Config, rng: np.random.RandomState, verbose: bool = True) -> TrainingSet:
     """Load the data and draw the removal and the noise, from ``rng`` in the original's order."""
     ordered, sorting_path = None, None
     if config.sorting_file != "none":
@@ -111,7 +114,8 @@ def training_set(config: Config, rng: np.random.RandomState) -> TrainingSet:
     if config.noise_percent_labels:
         labels, positions, old, new = D.add_label_noise(labels, config.noise_percent_labels, rng)
         changed = (train_indx[positions], old, new)
-        print(f"flipping {len(positions)} labels")
+        if verbose:
+            print(f"flipping {len(positions)} labels")
     return TrainingSet(train_indx, images, labels, changed, test)
 
 
@@ -127,55 +131,34 @@ def model_and_optimizer(config: Config) -> tuple[torch.nn.Module, torch.optim.Op
                                   weight_decay=5e-4)
 
 
-class BatchInputs:
-    """Training inputs by position, on the device.
-
-    Images stay uint8 (a quarter of float32's memory) and each batch is normalised when it is
-    drawn, with the same float32 operations as normalising the whole set at once, so the values
-    are bit for bit the same. MNIST: normalised, then permuted (permuted MNIST). CIFAR: the crop
-    pads with black (0 before normalisation) as torchvision's RandomCrop does; Cutout after
-    normalisation.
-    """
-
-    def __init__(self, config: Config, images: np.ndarray, device: torch.device,
-                 permutation: torch.Tensor | None, generator: torch.Generator) -> None:
-        self.config = config
-        self.generator = generator
-        self.permutation = permutation
-        self.x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
-        if isinstance(config, MnistConfig):
-            self.mean, self.std = D.MNIST_MEAN, D.MNIST_STD
-        else:
-            self.mean, self.std = D.CIFAR_MEAN, D.CIFAR_STD
-            self.mean_t = torch.tensor(self.mean, device=device).view(1, -1, 1, 1)
-            self.std_t = torch.tensor(self.std, device=device).view(1, -1, 1, 1)
-
-    def __call__(self, pos: torch.Tensor) -> torch.Tensor:
-        config = self.config
-        if isinstance(config, MnistConfig):
-            x = normalize(self.x[pos], self.mean, self.std)
-            return x if self.permutation is None else permute_pixels(x, self.permutation)
-        x = self.x[pos].to(torch.float32) / 255.0
-        if config.data_augmentation:
-            x = random_flip(random_crop(x, 4, self.generator), self.generator)
-        x = (x - self.mean_t) / self.std_t
-        if config.cutout:
-            x = cutout(x, config.length, self.generator, config.n_holes)
-        return x
-
-
 def train(config: Config) -> RunResult:
-    """Train and record one run of ``run_mnist.py`` or ``run_cifar.py``."""
+    """Train and record one run of ``run_mnist.py`` or ``run_cifar.py``.
+
+    Under ``torchrun --nproc_per_node N`` the same run is data-parallel (see "Several GPUs" in
+    the README): every rank draws the same data, permutation and augmentation, takes its share
+    of each global minibatch, and rank 0 alone writes; a backend error (another rank died) is
+    one line.
+    """
     validate(config)
+    device = torch.device("cpu") if config.no_cuda else resolve_device(config.device)
+    dist = distributed.init(device)
+    with distributed.collective_failures(dist):
+        result = _train(config, dist)
+    distributed.shutdown()  # not on failure: the process exits, torchrun cleans up
+    return result
+
+
+def _train(config: Config, dist: Dist) -> RunResult:
     name = config.save_fname
     out_dir = Path(config.output_dir)
     stats_path = out_dir / (name + STATS_SUFFIX)
     run_dir = out_dir / "runs" / name
     ckpt_path = run_dir / ckpt.CHECKPOINT_NAME
-    print(f"output folder: {out_dir} (run {name})", flush=True)
-    resumed = ckpt.prepare_output(config, stats_path, run_dir)
-    device = torch.device("cpu") if config.no_cuda else resolve_device(config.device)
+    parallel.say(dist, f"output folder: {out_dir} (run {name})", flush=True)
+    resumed = parallel.prepare_output(config, stats_path, run_dir, dist)
+    device = dist.device
     is_cifar = isinstance(config, CifarConfig)
+    main = dist.is_main
 
     # Seeding in the original's order: torch (model init, dropout), then NumPy (data stream).
     torch.manual_seed(config.seed)
@@ -191,9 +174,10 @@ def train(config: Config) -> RunResult:
         seed = config.permutation_seed
         permutation = torch.randperm(28 * 28) if seed is None else pixel_permutation(seed, 28 * 28)
 
-    data = training_set(config, rng)
+    with parallel.rank0_first(dist):
+        data = training_set(config, rng, verbose=dist.is_main)
     labels = data.labels
-    print(f"Training on {len(labels)} examples")
+    parallel.say(dist, f"Training on {len(labels)} examples")
     model, optimizer = model_and_optimizer(config)
     model = model.to(device)
 
@@ -212,6 +196,8 @@ def train(config: Config) -> RunResult:
     run_config = config.to_dict()
     run_config.pop("resume", None)  # an action, not configuration: a resumed run's config.json is the same
     run_config.update(save_fname=name, train_size=len(labels), device_resolved=str(device))
+    if dist.enabled:
+        run_config["world_size"] = dist.world_size
     fingerprint = ckpt.data_fingerprint(data.train_indx, labels, data.images)
     recorder = StatsRecorder(data.train_indx, config.epochs, device)
     n = len(labels)
@@ -231,31 +217,52 @@ def train(config: Config) -> RunResult:
         start_epoch, start_batch = int(resumed["epoch"]), int(resumed["batch"])
         if start_batch:
             perm = resumed["perm"].numpy()
-            loss_sum = resumed["loss_sum"].to(device)
-        print(f"resuming from {ckpt_path}: epoch {start_epoch}, minibatch {start_batch}", file=sys.stderr)
+            # the sum over ranks was saved: one rank carries it on
+            loss_sum = resumed["loss_sum"].to(device) if main else torch.zeros((), device=device)
+        if main:
+            print(f"resuming from {ckpt_path}: epoch {start_epoch}, minibatch {start_batch}", file=sys.stderr)
+    net = distributed.wrap_model(model, dist, sync_bn=config.sync_bn)
+    model = distributed.unwrap(net)  # state_dict keys and evaluation as in one process
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    log = RunLog.create(
-        run_dir, run_config, overwrite=config.overwrite, resume=config.resume,
-        resume_state=(resumed["runlog"] if resumed is not None else EMPTY_STATE),
-        tensorboard=not config.no_tensorboard, quiet=config.quiet,
-        exists_hint="pass --overwrite to replace it, or --resume to continue it",
-    )
-    if data.changed is not None:
-        atomic_write_text(out_dir / (name + CHANGED_LABELS_SUFFIX), D.changed_labels_text(*data.changed))
+    log = None
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        log = RunLog.create(
+            run_dir, run_config, overwrite=config.overwrite, resume=config.resume,
+            resume_state=(resumed["runlog"] if resumed is not None else EMPTY_STATE),
+            tensorboard=not config.no_tensorboard, quiet=config.quiet,
+            exists_hint="pass --overwrite to replace it, or --resume to continue it",
+        )
+        if data.changed is not None:
+            atomic_write_text(out_dir / (name + CHANGED_LABELS_SUFFIX), D.changed_labels_text(*data.changed))
 
     result = RunResult(name, out_dir, data.train_indx, labels, recorder, recorder.test_acc, data.changed)
     start = time.time()
 
+    def summed(t: torch.Tensor) -> torch.Tensor:
+        return distributed.all_reduce_sum(t.detach().clone(), dist) if dist.enabled else t
+
     def save_checkpoint(epoch: int, batch: int) -> None:
+        # every rank (collectives), then rank 0 writes
+        if batch:
+            recorder.merge_ranks(epoch, dist)
+        saved_loss = summed(loss_sum)
+        if not main:
+            return
         with ckpt.naming(run_dir):
             ckpt.save(
                 ckpt_path, config=ckpt.comparable_config(run_config), epoch=epoch, batch=batch,
-                perm=None if not batch else torch.from_numpy(perm.copy()), loss_sum=loss_sum.detach().cpu(),
+                perm=None if not batch else torch.from_numpy(perm.copy()), loss_sum=saved_loss.detach().cpu(),
                 model=model.state_dict(), optimizer=optimizer.state_dict(), recorder=recorder.state_dict(),
                 best_acc=best_acc, random=ckpt.random_states(rng, aug_gen), data=fingerprint,
                 runlog=log.checkpoint_state(), train_seconds=seconds_before + time.time() - start,
             )
+
+    def stop(stopper: DeferredStop, epoch: int, batch: int) -> None:
+        if main:
+            _stopped(ckpt_path, epoch, batch)
+        stopper.stop()
+        raise Terminated()  # another rank got the signal: this one stops with it
 
     try:
         with DeferredStop(unit="minibatch") as stopper:
@@ -265,73 +272,92 @@ def train(config: Config) -> RunResult:
                     for group in optimizer.param_groups:
                         group["lr"] = cifar_lr(config.learning_rate, epoch, config.fix_lr_offbyone)
                 lr_now = optimizer.param_groups[0]["lr"]
-                model.train()
+                net.train()
                 first = start_batch if epoch == start_epoch else 0
+                parallel.reseed_rank_dropout(config.seed, dist, epoch, first)
                 if not first:
                     perm = rng.permutation(np.arange(n))
                     loss_sum = torch.zeros((), device=device)
                 perm_t = torch.from_numpy(perm).to(device)
                 recorder.set_first_order(perm, min(batch_size, n))
-                bar = log.progress(range(first, n_batches), desc=f"epoch {epoch}", leave=False,
-                                   initial=first, total=n_batches)
+                bar = (log.progress if main else progress)(range(first, n_batches), desc=f"epoch {epoch}",
+                                                           leave=False, initial=first, total=n_batches,
+                                                           **({} if main else {"quiet": True}))
                 for b in bar:
                     pos = perm_t[b * batch_size : (b + 1) * batch_size]
-                    x = batch_inputs(pos)
-                    y = y_train[pos]
+                    if dist.enabled:
+                        share = distributed.rank_share(len(pos), dist)
+                        x, local = batch_inputs.share(pos, share), pos[share]
+                    else:
+                        x, local = batch_inputs(pos), pos
+                    y = y_train[local]
                     optimizer.zero_grad(set_to_none=True)
-                    outputs = model(x)
+                    outputs = net(x)
                     losses = F.cross_entropy(outputs, y, reduction="none")
-                    recorder.record(epoch, pos, outputs, y, losses)
-                    loss = losses.mean()
-                    loss_sum += loss.detach()
+                    recorder.record(epoch, local, outputs, y, losses)
+                    if dist.enabled:
+                        # DDP averages over ranks: sum / global size x world gives the global mean's
+                        # gradient, for unequal (even empty) shares too
+                        loss = losses.sum() * (dist.world_size / len(pos))
+                        loss_sum += loss.detach() / dist.world_size
+                    else:
+                        loss = losses.mean()
+                        loss_sum += loss.detach()
                     loss.backward()
                     optimizer.step()
                     if not config.quiet and b % 50 == 49 and not bar.disable:
                         bar.set_postfix(loss=f"{loss.item():.4f}")
-                    if stopper.requested and b + 1 < n_batches:
+                    if distributed.any_rank(stopper.requested, dist) and b + 1 < n_batches:
                         save_checkpoint(epoch, b + 1)
-                        _stopped(ckpt_path, epoch, b + 1)
-                        stopper.stop()
+                        stop(stopper, epoch, b + 1)
+                recorder.merge_ranks(epoch, dist)
+                distributed.sync_buffers(net, dist)
                 test_acc, test_loss = evaluate(model, x_test, y_test, batch_size=config.test_batch_size,
-                                              prepare=test_inputs)
+                                              prepare=test_inputs, dist=dist)
                 running = recorder.end_epoch(test_acc)
-                train_loss = float(loss_sum) / n_batches
-                # Outputs after every epoch, so an interrupted run leaves valid files.
-                with ckpt.naming(out_dir):
-                    atomic_pickle_dump(recorder.to_dict(), stats_path)  # no 240 MB bytes copy at epoch 200
-                    atomic_write_text(out_dir / (name + BEST_ACC_SUFFIX), recorder.best_acc_text())
-                    if is_cifar and test_acc > best_acc:
-                        best_acc = test_acc
-                        state = {"acc": test_acc, "epoch": epoch}
-                        if config.save_weights:
-                            state["model"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-                        atomic_torch_save(state, out_dir / "checkpoint" / config.dataset / (name + ".t7"))
+                train_loss = float(summed(loss_sum)) / n_batches
+                if main:
+                    # Outputs after every epoch, so an interrupted run leaves valid files.
+                    with ckpt.naming(out_dir):
+                        atomic_pickle_dump(recorder.to_dict(), stats_path)  # no 240 MB bytes copy at epoch 200
+                        atomic_write_text(out_dir / (name + BEST_ACC_SUFFIX), recorder.best_acc_text())
+                        if is_cifar and test_acc > best_acc:
+                            state = {"acc": test_acc, "epoch": epoch}
+                            if config.save_weights:
+                                state["model"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+                            atomic_torch_save(state, out_dir / "checkpoint" / config.dataset / (name + ".t7"))
+                if is_cifar and test_acc > best_acc:
+                    best_acc = test_acc
                 epoch_time = time.time() - t0
                 # Wall-clock time is the row's `time` column only, so that a resumed run's rows
                 # equal an uninterrupted run's.
-                log.log({"train/acc": running[-1], "train/loss": train_loss, "train/lr": lr_now,
-                         "test/acc": test_acc, "test/loss": test_loss,
-                         **{f"stats/{k}": v for k, v in recorder.epoch_summary().items()}}, step=epoch)
-                print(
+                if main:
+                    log.log({"train/acc": running[-1], "train/loss": train_loss, "train/lr": lr_now,
+                             "test/acc": test_acc, "test/loss": test_loss,
+                             **{f"stats/{k}": v for k, v in recorder.epoch_summary().items()}}, step=epoch)
+                parallel.say(
+                    dist,
                     f"| Epoch {epoch}/{config.epochs}  train loss {train_loss:.4f} acc {running[-1]:.3f}%  "
                     f"| Validation loss {test_loss:.4f} Acc@1 {test_acc:.2f}%  ({epoch_time:.1f}s)",
                     flush=True,
                 )
                 if epoch + 1 < config.epochs:
                     save_checkpoint(epoch + 1, 0)
-                    if stopper.requested:
-                        _stopped(ckpt_path, epoch + 1, 0)
-                        stopper.stop()
+                    if distributed.any_rank(stopper.requested, dist):
+                        stop(stopper, epoch + 1, 0)
     finally:
-        log.close()
+        if log is not None:
+            log.close()
     result.timings["train_s"] = seconds_before + time.time() - start
-    log.write_json("result.json", {
-        "save_fname": name, "train_size": n, "test_acc": recorder.test_acc,
-        "best_train_acc": max(recorder.train_running) if recorder.train_running else None,
-        "best_test_acc": max(recorder.test_acc) if recorder.test_acc else None,
-        "train_seconds": result.timings["train_s"],
-    })
-    ckpt_path.unlink(missing_ok=True)  # finished: nothing to resume
+    if main:
+        log.write_json("result.json", {
+            "save_fname": name, "train_size": n, "test_acc": recorder.test_acc,
+            "best_train_acc": max(recorder.train_running) if recorder.train_running else None,
+            "best_test_acc": max(recorder.test_acc) if recorder.test_acc else None,
+            "train_seconds": result.timings["train_s"],
+        })
+        ckpt_path.unlink(missing_ok=True)  # finished: nothing to resume
+    distributed.barrier(dist)  # nobody leaves before the outputs are complete
     return result
 
 
@@ -342,17 +368,24 @@ def _stopped(path: Path, epoch: int, batch: int) -> None:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 32,
-             prepare=None) -> tuple[float, float]:
+             prepare=None, dist: Dist | None = None) -> tuple[float, float]:
     """Test accuracy (%) and mean loss in eval mode, over the whole set in order; ``prepare``
-    turns a slice of ``x`` into network inputs (normalisation of uint8 images)."""
+    turns a slice of ``x`` into network inputs (normalisation of uint8 images). Under several
+    ranks each takes a contiguous shard and the sums are reduced (``model``: the unwrapped one,
+    so the ranks' different numbers of batches need no collective)."""
     model.eval()
+    shard = range(0, len(y)) if dist is None else distributed.shard_indices(len(y), dist)
     correct = torch.zeros((), dtype=torch.long, device=x.device)
     loss = torch.zeros((), dtype=torch.float64, device=x.device)
-    for begin in range(0, len(y), batch_size):
-        batch = x[begin : begin + batch_size]
+    for begin in range(shard.start, shard.stop, batch_size):
+        end = min(begin + batch_size, shard.stop)
+        batch = x[begin:end]
         out = model(batch if prepare is None else prepare(batch))
-        target = y[begin : begin + batch_size]
+        target = y[begin:end]
         correct += (torch.max(out, 1)[1] == target).sum()
         loss += F.cross_entropy(out, target, reduction="sum").double()
+    if dist is not None and dist.enabled:
+        distributed.all_reduce_sum(correct, dist)
+        distributed.all_reduce_sum(loss, dist)
     total = max(1, len(y))
     return 100.0 * int(correct) / float(total), float(loss) / total
