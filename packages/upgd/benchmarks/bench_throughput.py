@@ -7,15 +7,17 @@ each is kept):
 * ``bare``: the bare eager loop of the same network at batch size 1 (forward, cross-entropy,
   backward, ``torch.optim.SGD``), no statistics: the floor;
 * ``ours``: the real ``upgd.train.run_stats`` as the CLI runs it (statistics every step = the
-  faithful seed line, on the second thread, exact rank certificate);
+  faithful seed line, on a second thread, exact rank certificate);
+* ``process``: the same with ``--stats_worker process`` (the statistics in a forked process fed
+  through shared memory, out of reach of the interpreter lock);
 * ``previous``: the same loop as it was before (statistics inline on one thread, the rank
   recomputed by eigvalsh/``matrix_rank`` at every step).
 
 ``ours`` and ``previous`` compute the same values (tests/test_overlap.py compares them bit for
-bit). Besides wall time, each variant's CPU time per step is taken for the main thread and for
-the whole process: on a shared machine whose cores are busy with other work, wall time cannot show
-what the second core brings, CPU time barely changes. The projection for an idle 2-core CPU is
-max(main thread, whole process / 2) per step. Prints one JSON row per case and a table with
+bit). Besides wall time, each variant's CPU time per step is taken for the main thread, for the
+statistics process (``process``) and for everything together: on a shared machine whose cores are busy
+with other work, wall time cannot show what the second core brings, CPU time barely changes. The
+projection for an idle 2-core CPU is max(main thread, statistics process, everything / 2) per step. Prints one JSON row per case and a table with
 ratios, hours per 1 M samples (measured wall and projected) and the process's peak memory, plus the
 machine's load average.
 
@@ -64,14 +66,17 @@ def peak_rss_mib() -> float:
 
 
 class Cost:
-    """Per-step wall time, CPU time of the main thread, CPU time of the whole process (seconds)."""
+    """Per-step wall time, CPU time of the main thread, of the statistics process (the children
+    this process has waited for) and of everything together (seconds)."""
 
-    def __init__(self, wall: float, main: float, process: float) -> None:
-        self.wall, self.main, self.process = wall, main, process
+    def __init__(self, wall: float, main: float, child: float, process: float) -> None:
+        self.wall, self.main, self.child, self.process = wall, main, child, process
 
     @staticmethod
-    def clock() -> tuple[float, float, float]:
-        return time.perf_counter(), time.thread_time(), time.process_time()
+    def clock() -> tuple[float, float, float, float]:
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        child = kids.ru_utime + kids.ru_stime
+        return time.perf_counter(), time.thread_time(), child, time.process_time() + child
 
     @classmethod
     def between(cls, a, b, steps: int) -> Cost:
@@ -79,14 +84,15 @@ class Cost:
 
     @property
     def idle_two_cores(self) -> float:
-        """Projected wall time per step on an idle 2-core CPU: the main thread's work, or half the
-        process's work when the helper threads need more than the second core."""
-        return max(self.main, self.process / 2)
+        """Projected wall time per step on an idle 2-core CPU: the main thread's work, the
+        statistics process's, or half of everything when the helpers need more than the second core."""
+        return max(self.main, self.child, self.process / 2)
 
     def best(self, other: Cost | None) -> Cost:
         if other is None:
             return self
-        return Cost(min(self.wall, other.wall), min(self.main, other.main), min(self.process, other.process))
+        return Cost(*(min(a, b) for a, b in zip((self.wall, self.main, self.child, self.process),
+                                                 (other.wall, other.main, other.child, other.process))))
 
 
 def bare_loop(task: str, network: str, steps: int, seed: int) -> Cost:
@@ -105,11 +111,12 @@ def bare_loop(task: str, network: str, steps: int, seed: int) -> Cost:
     return Cost.between(start, Cost.clock(), steps)
 
 
-def _run_stats_once(task: str, network: str, learner: str, steps: int, seed: int, overlap: bool, previous: bool):
+def _run_stats_once(task: str, network: str, learner: str, steps: int, seed: int, overlap: bool, previous: bool,
+                    worker: str = "thread"):
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Config(task=task, learner=learner, network=network, seed=seed, n_samples=steps,
                      save_path=tmp, hps=hps_for(learner), fake_data=True, quiet=True, tensorboard=False,
-                     overlap=overlap, checkpoint_every=0)
+                     overlap=overlap, stats_worker=worker, checkpoint_every=0)
         patched = upgd.train.weight_and_grad_stats
         if previous:  # no rank cache: eigvalsh of the Gram matrix / matrix_rank at every step, as before
             upgd.train.weight_and_grad_stats = lambda net, cache=None: weight_and_grad_stats(net, None)
@@ -121,11 +128,12 @@ def _run_stats_once(task: str, network: str, learner: str, steps: int, seed: int
             upgd.train.weight_and_grad_stats = patched
 
 
-def stats_run(task: str, network: str, learner: str, steps: int, seed: int, overlap: bool, previous: bool) -> Cost:
+def stats_run(task: str, network: str, learner: str, steps: int, seed: int, overlap: bool, previous: bool,
+              worker: str = "thread") -> Cost:
     """``run_stats`` with statistics every step, per step: a run of ``steps`` + 200 samples minus a
     run of 200, so that the set-up (data, network, files) cancels."""
-    short_end, short_start = _run_stats_once(task, network, learner, 200, seed, overlap, previous)
-    long_end, long_start = _run_stats_once(task, network, learner, steps + 200, seed, overlap, previous)
+    short_end, short_start = _run_stats_once(task, network, learner, 200, seed, overlap, previous, worker)
+    long_end, long_start = _run_stats_once(task, network, learner, steps + 200, seed, overlap, previous, worker)
     diff = [(le - ls) - (se - ss) for le, ls, se, ss in zip(long_end, long_start, short_end, short_start)]
     return Cost(*(d / steps for d in diff))
 
@@ -137,6 +145,7 @@ def main(argv=None) -> None:
     parser.add_argument("--tasks", nargs="+", default=["cifar10", "mnist"], choices=list(TASKS))
     parser.add_argument("--learners", nargs="+", default=["baseline", "sgd"])
     parser.add_argument("--no_previous", action="store_true", help="skip the (slow) previous loop")
+    parser.add_argument("--no_process", action="store_true", help="skip the statistics-process variant")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     add_print_config_flag(parser)
     args = parser.parse_args(argv)
@@ -153,6 +162,8 @@ def main(argv=None) -> None:
             case = (task, network, learner, args.steps, 19)
             variants = {"bare": functools.partial(bare_loop, task, network, args.steps, 19),
                         "ours": functools.partial(stats_run, *case, True, False)}
+            if not args.no_process:
+                variants["process"] = functools.partial(stats_run, *case, True, False, "process")
             if not args.no_previous:
                 variants["previous"] = functools.partial(stats_run, *case, False, True)
             bare_loop(task, network, 50, 19)  # warm-up (allocator, kernels)
@@ -165,6 +176,8 @@ def main(argv=None) -> None:
                 row[f"{name}_samples_per_s"] = round(1 / cost.wall, 1)
             for name, cost in best.items():
                 row[f"{name}_ms_cpu_main"] = round(cost.main * 1e3, 3)
+                if name == "process":
+                    row[f"{name}_ms_cpu_stats_process"] = round(cost.child * 1e3, 3)
                 row[f"{name}_ms_cpu_all"] = round(cost.process * 1e3, 3)
             for name, cost in best.items():
                 if name != "bare":
@@ -183,8 +196,9 @@ def main(argv=None) -> None:
                "load_average_after": [round(v, 2) for v in os.getloadavg()],
                "peak_rss_MiB": round(peak_rss_mib())}
     print(json.dumps(machine))
-    header = ["task", "network", "learner", "bare_samples_per_s", "ours_samples_per_s", "previous_samples_per_s",
-              "ours_over_bare_wall", "ours_over_bare_idle2", "previous_over_bare_idle2", "ours_hours_1M_wall",
+    header = ["task", "network", "learner", "bare_samples_per_s", "ours_samples_per_s", "process_samples_per_s",
+              "previous_samples_per_s", "ours_over_bare_wall", "process_over_bare_wall", "ours_over_bare_idle2",
+              "process_over_bare_idle2", "previous_over_bare_idle2", "ours_hours_1M_wall",
               "ours_hours_1M_idle2", "previous_hours_1M_idle2", "bare_hours_1M_idle2", "load_average_1min"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from upgd.claims import STUDENT, figure_student_runs, measure_student_runs, read_student_run
 
 REL = Path("label_permuted_cifar10_stats/{learner}/convolutional_network_relu_with_hooks/"

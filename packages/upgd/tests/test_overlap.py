@@ -4,6 +4,7 @@ exactly what the straightforward inline loop computes."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ SEED_HPS = {"lr": 0.01, "beta_utility": 0.999, "sigma": 0.001, "weight_decay": 0
 
 def _run(tmp_path, overlap: bool, monkeypatch, *, previous: bool = False, learner: str = "baseline",
          task: str = "label_permuted_cifar10_stats", network: str = "convolutional_network_relu_with_hooks",
-         n: int = 300, stats_every: int = 1):
+         n: int = 300, stats_every: int = 1, worker: str = "thread"):
     """Run run_stats and return (result JSON text without run_info, per-step series it bucketed)."""
     captured = []
     real = upgd.train.bucket_means
@@ -31,10 +32,10 @@ def _run(tmp_path, overlap: bool, monkeypatch, *, previous: bool = False, learne
     if previous:  # the loop as it was: no rank cache (eigvalsh / matrix_rank at every step)
         monkeypatch.setattr(upgd.train, "weight_and_grad_stats", lambda net, cache=None: weight_and_grad_stats(net))
     cfg = Config(task=task, learner=learner, network=network, seed=19, n_samples=n,
-                 save_path=str(tmp_path / ("on" if overlap else "prev" if previous else "off")),
+                 save_path=str(tmp_path / (worker if overlap else "prev" if previous else "off")),
                  hps=dict(SEED_HPS) if learner != "sgd" else {"lr": 0.01, "weight_decay": 0.0},
                  change_freq=50, fake_data=True, quiet=True, tensorboard=False, overlap=overlap,
-                 stats_every=stats_every)
+                 stats_every=stats_every, stats_worker=worker)
     _, content = run_stats(cfg)
     monkeypatch.undo()
     content.pop("run_info")
@@ -44,26 +45,29 @@ def _run(tmp_path, overlap: bool, monkeypatch, *, previous: bool = False, learne
 def test_seed_line_overlapped_equals_inline_bit_for_bit(tmp_path, monkeypatch):
     """300 samples of the seed line (fake CIFAR-shaped data, seed 19): the result file and every
     per-step value (loss, accuracy, plasticity, dead units, the six weight/gradient statistics)
-    are identical, bit for bit, with and without the helper threads, and to the previous loop."""
+    are identical, bit for bit, with the statistics thread (the default), with the statistics
+    process, inline, and in the previous loop."""
     fast, fast_steps = _run(tmp_path, True, monkeypatch)
+    process, process_steps = _run(tmp_path, True, monkeypatch, worker="process")
     inline, inline_steps = _run(tmp_path, False, monkeypatch)
     previous, previous_steps = _run(tmp_path, False, monkeypatch, previous=True)
-    assert fast == inline == previous
+    assert fast == process == inline == previous
     assert len(fast_steps) == 5  # losses, accuracies, plasticity, dead units, the (n, 6) statistics
-    for a, b, c in zip(fast_steps, inline_steps, previous_steps):
+    for a, b, c, d in zip(fast_steps, inline_steps, previous_steps, process_steps):
         assert a.shape[0] == 300
-        assert torch.equal(a, b) and torch.equal(a, c)
+        assert torch.equal(a, b) and torch.equal(a, c) and torch.equal(a, d)
     stats = fast_steps[4]
     assert not stats.isnan().any() and stats[:, 0].min() > 0.5  # every step sampled, ranks present
 
 
-@pytest.mark.parametrize("learner,network,task", [
-    ("ratio_norm", "convolutional_network_relu_with_hooks", "label_permuted_cifar10_stats"),
-    ("sgd", "fully_connected_relu_with_hooks", "input_permuted_mnist_stats"),
+@pytest.mark.parametrize("learner,network,task,worker", [
+    ("ratio_norm", "convolutional_network_relu_with_hooks", "label_permuted_cifar10_stats", "process"),
+    ("sgd", "fully_connected_relu_with_hooks", "input_permuted_mnist_stats", "process"),
+    ("sgd", "fully_connected_relu_with_hooks", "input_permuted_mnist_stats", "thread"),
 ])
-def test_other_learners_overlapped_equal_inline(tmp_path, monkeypatch, learner, network, task):
+def test_other_learners_overlapped_equal_inline(tmp_path, monkeypatch, learner, network, task, worker):
     fast, fast_steps = _run(tmp_path, True, monkeypatch, learner=learner, network=network, task=task, n=120,
-                            stats_every=5)
+                            stats_every=5, worker=worker)
     inline, inline_steps = _run(tmp_path, False, monkeypatch, learner=learner, network=network, task=task, n=120,
                                 stats_every=5)
     assert fast == inline
@@ -138,16 +142,86 @@ def test_rank_cache_equals_matrix_rank_along_a_drifting_run():
     assert int(cache.rank("low", weights["low"])) == 4
 
 
-def test_worker_failure_reaches_the_main_thread(tmp_path, monkeypatch):
+@pytest.mark.parametrize("worker", ["process", "thread"])
+def test_worker_failure_reaches_the_main_thread(tmp_path, monkeypatch, worker):
     def boom(net, *args):
         raise RuntimeError("statistics failed")
 
     monkeypatch.setattr(upgd.train, "weight_and_grad_stats", boom)
     cfg = Config(task="label_permuted_digits_stats", learner="sgd", network="fully_connected_relu_with_hooks",
                  seed=0, n_samples=30, save_path=str(tmp_path), hps={"lr": 0.1, "weight_decay": 0.0},
-                 change_freq=10, fake_data=True, quiet=True, tensorboard=False, overlap=True)
+                 change_freq=10, fake_data=True, quiet=True, tensorboard=False, overlap=True, stats_worker=worker)
     with pytest.raises(RuntimeError, match="statistics failed"):
         run_stats(cfg)
+
+
+def _small_process(compute, depth=None, n_inputs=784, n_classes=10):
+    from upgd.models import build_network
+    from upgd.stats_process import StatsProcess
+
+    torch.manual_seed(0)
+    net = build_network("fully_connected_relu_with_hooks", n_inputs, n_classes)
+    example = (torch.zeros(1, n_inputs), torch.zeros(1, dtype=torch.int64), torch.zeros(1, n_classes), torch.zeros(()))
+    return net, StatsProcess(net, lambda: build_network("fully_connected_relu_with_hooks", n_inputs, n_classes),
+                             compute, example, depth=depth)
+
+
+def test_stats_process_sees_each_steps_copy_and_bounds_its_memory():
+    """The child reads step i's weights, gradients and tensors as they were at submit, although the
+    parent changes them right after (8 steps ahead through 4 slots); the slots stay within 32 MiB."""
+    seen = torch.zeros(8, 5).share_memory_()
+
+    def compute(model, x, y, out, loss, i, with_weight_stats, cache):
+        w = model.linear_1.weight
+        missing = model.linear_2.weight.grad is None
+        seen[i] = torch.stack([w[0, 0], w.grad[0, 0], x[0, 0] + y[0], out[0, 1] + loss, torch.tensor(float(missing))])
+
+    net, worker = _small_process(compute, depth=4)
+    w = net.linear_1.weight
+    try:
+        for i in range(8):
+            with torch.no_grad():
+                w[0, 0] = i
+            w.grad = torch.full_like(w, 10.0 * i)
+            net.linear_2.weight.grad = None if i in (2, 3, 6) else torch.ones_like(net.linear_2.weight)
+            worker.submit(i, torch.full((1, 784), 100.0 * i), torch.tensor([i]), torch.full((1, 10), 1000.0 * i),
+                          torch.tensor(0.5), True)
+            with torch.no_grad():
+                w[0, 0] = -1.0  # written after the hand-over: the child must not see it
+        worker.drain()
+    finally:
+        worker.close()
+    i = torch.arange(8.0)
+    missing = torch.tensor([0.0, 0, 1, 1, 0, 0, 1, 0])  # a gradient that was None is None in the child
+    assert torch.equal(seen, torch.stack([i, 10 * i, 101 * i, 1000 * i + 0.5, missing], dim=1))
+    for n_inputs, n_classes, depth in ((784, 10, 8), (2048, 100, 6)):  # MNIST MLP: 8 slots; mini-ImageNet: 6
+        _, sized = _small_process(compute, n_inputs=n_inputs, n_classes=n_classes)
+        try:
+            n_params = sum(p.numel() for p in sized.params)  # 282,160 and 674,950
+            assert len(sized.slots) == depth == min(8, (32 << 20) // (2 * 4 * n_params))
+        finally:
+            sized.close()
+
+
+def test_stats_process_ends_when_its_parent_is_gone():
+    """A parent killed without closing: the child sees the pipe close and exits by itself."""
+    import os
+
+    _, worker = _small_process(lambda *args: None)
+    pid = worker.pid
+    os.close(worker.todo)  # what the kernel does to a dead parent's end of the pipe
+    os.close(worker.done)
+    worker.todo = worker.done = None
+    for _ in range(200):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the statistics process outlived its parent's pipe by 10 s")
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
 def _straightforward_stats(net):
@@ -190,3 +264,22 @@ def test_weight_and_grad_stats_equal_the_straightforward_formulas(network, n_inp
                 p.add_(p.grad, alpha=-0.1)
         assert torch.equal(weight_and_grad_stats(net, cache), _straightforward_stats(net))
         assert torch.equal(weight_and_grad_stats(net), _straightforward_stats(net))
+
+
+def test_stats_process_without_room_in_shared_memory_runs_on_the_thread(tmp_path, monkeypatch, capsys):
+    """A /dev/shm too small for the slots and results (a container's 64 MiB): one line, the thread,
+    the same result (a full /dev/shm would have killed the run with SIGBUS)."""
+    import upgd.stats_process
+
+    monkeypatch.setattr(upgd.stats_process, "shared_memory_free", lambda path="/dev/shm": 1 << 20)
+    monkeypatch.setattr(upgd.stats_process, "StatsProcess", None)  # would fail if it were used
+    cfg = Config(task="label_permuted_digits_stats", learner="sgd", network="fully_connected_relu_with_hooks",
+                 seed=0, n_samples=40, save_path=str(tmp_path / "p"), hps={"lr": 0.1, "weight_decay": 0.0},
+                 change_freq=10, fake_data=True, tensorboard=False, overlap=True, stats_worker="process")
+    _, content = run_stats(cfg)
+    # 8 slots x 2 x 66,160 float32 (64-300-150-10 MLP) = 4.04 MiB, plus 40 steps of results
+    assert "--stats_worker process needs 4 MiB of shared memory and /dev/shm has 1 MiB free; the statistics " \
+           "run on a thread (same values)" in capsys.readouterr().err
+    thread = Config(**{**cfg.__dict__, "stats_worker": "thread", "save_path": str(tmp_path / "t"), "quiet": True})
+    _, expected = run_stats(thread)
+    assert {k: v for k, v in content.items() if k != "run_info"} == {k: v for k, v in expected.items() if k != "run_info"}

@@ -121,6 +121,20 @@ def test_sigterm_checkpoints_at_the_step_and_exits_143(reference, tmp_path, monk
     assert outputs(save) == reference
 
 
+def test_statistics_process_run_sigterm_and_resume_equal_uninterrupted(reference, tmp_path, monkeypatch):
+    """``--stats_worker process``: the SIGTERM checkpoint waits for the statistics process; the
+    resumed run's files equal the uninterrupted (thread) run's."""
+    monkeypatch.chdir(tmp_path)
+    save = tmp_path / "logs"
+    run = save.joinpath(*RUN_DIR)
+    argv = [*STATS, "--save_path", str(save), "--stats_worker", "process"]
+    assert _script_run(tmp_path, argv, _rows_past(run, 8), sig=signal.SIGTERM) == 143
+    assert main([*argv, "--resume"]) == 0
+    out = outputs(save)
+    assert out["config"].pop("stats_worker") == "process"
+    assert out == {**reference, "config": {k: v for k, v in reference["config"].items() if k != "stats_worker"}}
+
+
 def test_resume_without_checkpoint_restarts_cleanly(reference, tmp_path, monkeypatch, capsys):
     from upgd import experiment
 

@@ -32,7 +32,7 @@ DEFAULT_EVERY = 10_000
 FORMAT = 1
 #: Configuration keys that may differ between the interrupted and the resuming invocation.
 SESSION_KEYS = frozenset({"quiet", "overwrite", "checkpoint_every", "device", "data_dir", "save_path",
-                          "save_model_dir", "overlap"})
+                          "save_model_dir", "overlap", "stats_worker"})
 _DEFERRED = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR1") if hasattr(signal, name))
 
 

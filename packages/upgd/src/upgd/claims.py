@@ -267,7 +267,7 @@ def upgd_rows(doc: dict) -> list[dict]:
 BENCHMARKS = [  # `forgetting bench`: run_stats's throughput beside the bare eager loop of the same network
     {"name": "throughput", "script": "benchmarks/bench_throughput.py",
      "args": [],  # its defaults: 2,000 samples, 2 rounds, cifar10 + mnist, baseline + sgd, with the previous loop
-     "quick_args": ["--steps", "300", "--rounds", "1", "--tasks", "mnist", "--learners", "baseline",
+     "quick_args": ["--steps", "300", "--rounds", "1", "--tasks", "mnist", "--learners", "baseline", "--no_process",
                     "--no_previous"],
      "json_flag": "--json", "rows": upgd_rows},
 ]

@@ -49,7 +49,8 @@ class Config:
     fake_data: bool = False
     save_model_dir: str | None = None
     stats_every: int = 1
-    overlap: bool = True  # noise ahead and statistics on helper threads (same values; CPU only)
+    overlap: bool = True  # noise ahead and statistics on helpers (same values; CPU only)
+    stats_worker: str = "thread"  # where run_stats' statistics go with overlap: a thread or a forked process
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     quiet: bool = False
     overwrite: bool = False
@@ -74,6 +75,7 @@ EXTENSIONS = {
     "save_model_dir": None,
     "stats_every": "1",
     "overlap": "1",
+    "stats_worker": "thread",
     "device": "auto",
     "checkpoint_every": str(DEFAULT_EVERY),
     "utility_max": "raw",
@@ -171,6 +173,8 @@ def parse(argv: Sequence[str]) -> tuple[Config, dict, dict[str, bool]]:
     utility_max = ext["utility_max"]
     if utility_max not in ("raw", "corrected"):
         raise UserError(f"--utility_max {utility_max!r}: use raw (the original) or corrected")
+    if ext["stats_worker"] not in ("thread", "process"):
+        raise UserError(f"--stats_worker {ext['stats_worker']!r}: use thread or process")
     if ext["data_source"] not in ("real", "synthetic"):
         raise UserError(f"--data_source {ext['data_source']!r}: use real or synthetic")
     limit = ext["dataset_limit"] if ext["dataset_limit"] is not None else ext["train_limit"]
@@ -187,6 +191,7 @@ def parse(argv: Sequence[str]) -> tuple[Config, dict, dict[str, bool]]:
         save_model_dir=ext["save_model_dir"],
         stats_every=_int("stats_every", ext["stats_every"], 1),
         overlap=_bool("overlap", ext["overlap"]),
+        stats_worker=ext["stats_worker"],
         quiet=flags["quiet"],
         overwrite=flags["overwrite"],
         utility_max=utility_max,

@@ -70,9 +70,12 @@ extensions (defaults keep the original behaviour):
   --device D           auto, cpu, cuda, cuda:N or mps (default auto)
   --change_freq N      samples per task (default: the task's, 2500 or 5000)
   --stats_every K      statistics every K samples (default 1 = the original)
-  --overlap 0|1        on the CPU, draw the next step's noise and (run_stats) compute step t's
-                       statistics on helper threads while the next step trains (default 1;
+  --overlap 0|1        on the CPU, draw the next step's noise on a helper thread and (run_stats)
+                       compute step t's statistics beside the next step's training (default 1;
                        the values are the same as with 0)
+  --stats_worker thread|process   where run_stats' statistics go with --overlap 1: a helper
+                       thread (default) or a forked process fed through shared memory (Linux;
+                       elsewhere the thread); the values are the same
   --dataset_limit N    use the first N training samples (alias --train_limit)
   --fake_data 0|1      random tensors of the task's shapes (alias --data_source real|synthetic)
   --save_model_dir DIR save the network every 100000 samples and at the end (the student's

@@ -122,24 +122,32 @@ def weight_and_grad_stats(net: nn.Module, cache: RankCache | None = None) -> tor
 
     Each tensor's ``(w*w).sum()``, ``w.abs().sum()`` … are summed in parameter order; the
     elementwise parts go through ``torch._foreach_*`` (the same kernel per tensor, fewer calls).
+    The float32 running sums start at the first tensor's value (``0.0 + x`` is ``x``) and the
+    nonzero count is an exact integer, so the values are those of the per-tensor formulas.
     """
     pairs = [(p.detach(), p.grad) for name, p in net.named_parameters() if "weight" in name]
     weights = [w for w, _ in pairs]
     grads = [g for _, g in pairs if g is not None]
-    w_sq = w_abs = g_sq = g_abs = g_nz = 0.0
     count = sum(w.numel() for w in weights)
-    for sq, ab in zip(torch._foreach_mul(weights, weights), torch._foreach_abs(weights)):
-        w_sq = w_sq + sq.sum()
-        w_abs = w_abs + ab.sum()
+    w_sq, w_abs = _running_sums(torch._foreach_mul(weights, weights), torch._foreach_abs(weights))
+    device = weights[0].device
     if grads:
-        for g, sq, ab in zip(grads, torch._foreach_mul(grads, grads), torch._foreach_abs(grads)):
-            g_sq = g_sq + sq.sum()
-            g_abs = g_abs + ab.sum()
-            g_nz = g_nz + (g != 0).sum()
-    values = [weight_rank(net, cache), torch.as_tensor(w_sq).sqrt(), w_abs, torch.as_tensor(g_sq).sqrt(),
-              torch.as_tensor(g_nz) / max(count, 1), g_abs]
-    device = next(net.parameters()).device
-    return torch.stack([torch.as_tensor(v, dtype=torch.float32, device=device) for v in values])
+        g_sq, g_abs = _running_sums(torch._foreach_mul(grads, grads), torch._foreach_abs(grads))
+        g_nz = torch.count_nonzero(grads[0])
+        for g in grads[1:]:
+            g_nz = g_nz + torch.count_nonzero(g)
+    else:
+        g_sq = g_abs = g_nz = torch.zeros((), device=device)
+    values = [weight_rank(net, cache), w_sq.sqrt(), w_abs, g_sq.sqrt(), g_nz / max(count, 1), g_abs]
+    return torch.stack([v.to(torch.float32) for v in values])
+
+
+def _running_sums(squares: list[torch.Tensor], absolutes: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    sq, ab = squares[0].sum(), absolutes[0].sum()
+    for s, a in zip(squares[1:], absolutes[1:]):
+        sq = sq + s.sum()
+        ab = ab + a.sum()
+    return sq, ab
 
 
 def n_buckets(n_samples: int, change_freq: int) -> int:

@@ -17,7 +17,8 @@ import torch
 from forgetting_common.errors import UserError
 from forgetting_common.seeding import make_generator
 
-from upgd.checkpoint import Checkpointer
+from upgd import stats_process
+from upgd.checkpoint import Checkpointer, note
 from upgd.experiment import Experiment, open_outputs, save_model, write_result
 from upgd.models import HookedNet, build_network
 from upgd.stats import STAT_KEYS, RankCache, aligned_task_means, bucket_means, weight_and_grad_stats
@@ -109,9 +110,16 @@ def _stats_loop(cfg: Config, exp: Experiment, log, ck: Checkpointer, series: dic
 
     worker = None
     if cfg.overlap and cfg.device.type == "cpu":
+        factory = lambda: build_network(cfg.network, exp.task.n_inputs, exp.task.n_outputs)  # noqa: E731
         with torch.random.fork_rng(devices=[]):  # building the copies must not move the global RNG
-            worker = StatsWorker(net, lambda: build_network(cfg.network, exp.task.n_inputs, exp.task.n_outputs),
-                                 post_update)
+            if cfg.stats_worker == "process" and _process_fits(cfg, net, series):
+                for tensor in series.values():  # the child writes the values where the loop reads them
+                    tensor.share_memory_()
+                example = (torch.zeros(exp.input_shape), torch.zeros(1, dtype=torch.int64),
+                           torch.zeros(1, exp.task.n_outputs), torch.zeros(()))
+                worker = stats_process.StatsProcess(net, factory, post_update, example)
+            else:
+                worker = StatsWorker(net, factory, post_update)
     cache = RankCache()
     drain = worker.drain if worker is not None else None
     bar = log.progress(range(ck.start, n), initial=ck.start, total=n, desc=f"{cfg.learner} {cfg.task}",
@@ -139,6 +147,22 @@ def _stats_loop(cfg: Config, exp: Experiment, log, ck: Checkpointer, series: dic
     finally:
         if worker is not None:
             worker.close()
+
+
+def _process_fits(cfg: Config, net, series: dict) -> bool:
+    """``--stats_worker process`` where it can run: fork, and room in shared memory (a full /dev/shm
+    would kill the run with SIGBUS); otherwise the thread, with one line saying why."""
+    if not stats_process.available():
+        reason = "needs fork on Linux"
+    else:
+        need = stats_process.shared_bytes(list(net.parameters()), list(series.values()))
+        free = stats_process.shared_memory_free()
+        if free is None or free >= need + need // 4:
+            return True
+        reason = f"needs {need >> 20} MiB of shared memory and /dev/shm has {free >> 20} MiB free"
+    if not cfg.quiet:
+        note(f"{cfg.prog}: --stats_worker process {reason}; the statistics run on a thread (same values)")
+    return False
 
 
 def run_plain(cfg: Config, config_for_log: dict | None = None, restarts: bool = False,
