@@ -128,3 +128,15 @@ def test_a_corrupt_record_is_one_line(recorded, tmp_path):
 def test_commit_without_record_is_refused(tmp_path):
     r = forgetting("reproduce", CLAIM, "--scale", "smoke", "--out", str(tmp_path / "s"), "--commit")
     assert r.returncode == 2 and "pass --record too" in r.stderr
+
+
+def test_records_lists_each_run_with_its_time_and_numbers(recorded):
+    repo, _ = recorded
+    r = forgetting("records", "--records", str(repo / "runs"))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith(f"{SWEEP} smoke ") for line in lines)
+    assert "CPU-min" in lines[0] and "acc_first20" in lines[0]
+    doc = json.loads(forgetting("records", "--records", str(repo / "runs"), "--json").stdout)
+    assert {d["run"] for d in doc} == set(RUNS) and all(d["wall_s"] > 0 for d in doc)
+    assert "no run records" in forgetting("records", "--records", str(repo / "runs"), "--sweep", "x.y").stdout

@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="finished / running / failed / pending runs of a sweep folder")
     st.add_argument("dir")
 
+    rc = sub.add_parser("records", help="the run records kept in git: where and how long each run took, its numbers")
+    rc.add_argument("--sweep", default=None, help="only this sweep's records (<package>.<sweep>)")
+    rc.add_argument("--records", default=str(RECORDS_DIR), help="records folder (default: %(default)s)")
+    rc.add_argument("--json", action="store_true", help="one JSON document instead of the table")
+
     lg = sub.add_parser("ledger", help="write REPRODUCIBILITY.md from the claims and recorded results")
     lg.add_argument("--check", action="store_true", help="fail when the file, the claims or the results disagree")
     lg.add_argument("--results", default=str(ledger_mod.RESULTS_DIR), help=argparse.SUPPRESS)
@@ -246,6 +251,25 @@ def cmd_status(directory: str) -> int:
     return 0
 
 
+def cmd_records(a: argparse.Namespace) -> int:
+    import json
+
+    rows = records.listing(Path(a.records), a.sweep)
+    if a.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    if not rows:
+        print(f"no run records under {a.records}" + (f" for sweep {a.sweep}" if a.sweep else ""))
+        return 0
+    for r in rows:
+        wall = f"{r['wall_s'] / 60:.1f} min" if r["wall_s"] else "-"
+        cpu = f"{r['cpu_s'] / 60:.1f} CPU-min" if r["cpu_s"] else "-"
+        numbers = ", ".join(f"{k} {v:.4g}" for k, v in r["values"].items())
+        print(f"{r['sweep']} {r['scale']} {r['run']}: finished {r['finished_at']} on {r['host']} ({r['cpu']}); "
+              f"{wall}, {cpu}, peak {r['max_rss_mib'] or '-'} MiB; {numbers}")
+    return 0
+
+
 def cmd_ledger(check: bool, results: str, file: str) -> int:
     known = papers()
     recorded = ledger_mod.load_results(Path(results))
@@ -312,6 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_status(a.dir)
     if a.command == "bench":
         return cmd_bench(a)
+    if a.command == "records":
+        return cmd_records(a)
     return cmd_ledger(a.check, a.results, a.file)
 
 

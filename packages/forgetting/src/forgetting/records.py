@@ -223,3 +223,24 @@ def commit(paths: list[Path], message: str, tries: int = 30) -> str:
             return last
         time.sleep(1.0)
     return last
+
+
+def scalar_values(values: dict) -> dict[str, float]:
+    """The single numbers of a run's values (its columns and curves left out), for a listing."""
+    return {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def listing(root: Path, sweep: str | None = None) -> list[dict]:
+    """Every record under ``root`` (of one sweep, if given): where it ran, how long, its single numbers."""
+    rows = []
+    for path in sorted(Path(root).glob("*/*/*.json")):
+        if sweep and path.parent.parent.name != sweep:
+            continue
+        record = read_record(path)
+        rows.append({"sweep": record["sweep"], "scale": record["scale"], "run": record["run"],
+                     "finished_at": record.get("finished_at"), "wall_s": record.get("wall_s"),
+                     "cpu_s": record.get("cpu_s"), "max_rss_mib": record.get("max_rss_mib"),
+                     "host": record.get("host"), "cpu": (record.get("machine") or {}).get("cpu"),
+                     "load": record.get("load_average_at_end"), "command": record["command"],
+                     "values": scalar_values(record["values"])})
+    return rows
