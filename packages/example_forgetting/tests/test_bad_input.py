@@ -103,6 +103,25 @@ def stats_file(content):
     return make
 
 
+def tracked_file(content):
+    """A run folder ``in/runs/r/`` holding a ``tracked.npz`` (``content``: bytes, or the number of
+    presentations of each of 4 examples, each correct at the last one only) and its config.json."""
+    def make(tmp: Path) -> None:
+        run = tmp / "in" / "runs" / "r"
+        run.mkdir(parents=True)
+        (run / "config.json").write_text('{"dataset": "mnist", "seed": 1}')
+        if isinstance(content, bytes):
+            (run / "tracked.npz").write_bytes(content)
+            return
+        n = content
+        np.savez(run / "tracked.npz", **{
+            "forgetting.ids": np.arange(4), "forgetting.events": np.zeros(4, dtype=np.int64),
+            "forgetting.first_learned": np.full(4, n - 1), "forgetting.learned": np.ones(4, dtype=bool),
+            "forgetting.presentations": np.full(4, n), "forgetting.epochs": np.asarray(n),
+            "forgetting.history_epochs": np.arange(n)})
+    return make
+
+
 def output_file(tmp: Path) -> None:
     (tmp / "out").write_text("a file, not a folder")
 
@@ -160,6 +179,10 @@ TABLE = [
     ("order-stats-garbage", ORD, ORDER, stats_file(b"\x80garbage"), r"statistics file .*/in/dataset_mnist__seed_1__stats_dict\.pkl is not a readable pickle", 2),
     ("order-stats-runs-code", ORD, ORDER, stats_file(Evil()), r"statistics file .*__stats_dict\.pkl is refused: it asks for posix\.system", 2),
     ("order-stats-wrong-shape", ORD, ORDER, stats_file({0: 5}), r".*/in/dataset_mnist__seed_1__stats_dict\.pkl is not a statistics file \(entries must be", 2),
+    ("track-unknown", M, ["--track", "forgetting,dead", *OUT, *SMOKE], None, r"argument --track: unknown tracker 'dead'; the trackers are forgetting,margin,dead_units,weight_rank,effective_rank,plasticity,ece,init_distance", 2),
+    ("track-unknown-cifar", C, ["--track", "events", *OUT, *SMOKE], None, r"argument --track: unknown tracker 'events'", 2),
+    ("order-tracked-more-presentations", ORD, ORDER, tracked_file(3), r".*/in/runs/r/tracked\.npz counted up to 3 presentations per example, more than --epochs 2; its counts cannot be cut: pass --epochs 3 or more", 2),
+    ("order-tracked-garbage", ORD, ORDER, tracked_file(b"not a zip"), r"tracked-values file .*/in/runs/r/tracked\.npz is not a readable \.npz file", 2),
     ("order-output-a-path", ORD, ["--input_dir", "{tmp}/in", "--output_dir", "{tmp}/out", "--output_name", "a/b"], None, r"--output_name 'a/b' must be a file name, not a path", 2),
 ]
 

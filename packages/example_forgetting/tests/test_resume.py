@@ -24,6 +24,7 @@ from example_forgetting.checkpoint import CHECKPOINT_NAME
 from example_forgetting.cli import cifar_main, mnist_main
 from forgetting_common import run_main, testing
 from forgetting_common.errors import Terminated, UserError
+from forgetting_common.trackers import TRACKER_NAMES
 
 PACKAGE = Path(__file__).resolve().parents[1]
 TINY = ["--data_source", "synthetic", "--test_limit", "64", "--device", "cpu", "--quiet", "--seed", "3"]
@@ -145,12 +146,15 @@ def test_sigterm_mid_epoch_checkpoints_and_resumes(tmp_path, monkeypatch):
     assert_same_outputs(ref / "out", work / "out")
 
 
-def test_cifar_mid_epoch_resume_continues_every_random_stream(tmp_path, monkeypatch, narrow):
+@pytest.mark.parametrize("track", [[], ["--track", ",".join(TRACKER_NAMES)]], ids=["plain", "track-all"])
+def test_cifar_mid_epoch_resume_continues_every_random_stream(tmp_path, monkeypatch, narrow, track):
     """Ctrl-C inside epoch 2 of the CIFAR run (augmentation, Cutout, noise): the resumed run's
-    crops, flips, holes and shuffles continue exactly."""
+    crops, flips, holes and shuffles continue exactly; with ``--track`` (every tracker) the
+    trackers continue from the mid-epoch state too (tracked.npz byte for byte, the track/ rows)."""
     ref = _workdir(tmp_path / "ref", 64)
     monkeypatch.chdir(ref)
-    cifar_main(["--output_dir", "out", *CIFAR])
+    cifar_args = [*CIFAR, *track]
+    cifar_main(["--output_dir", "out", *cifar_args])
     work = _workdir(tmp_path / "stopped", 64)
     monkeypatch.chdir(work)
     real_record, calls = stats.StatsRecorder.record, []
@@ -163,13 +167,22 @@ def test_cifar_mid_epoch_resume_continues_every_random_stream(tmp_path, monkeypa
 
     monkeypatch.setattr(stats.StatsRecorder, "record", record_then_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
-        cifar_main(["--output_dir", "out", *CIFAR])
+        cifar_main(["--output_dir", "out", *cifar_args])
     monkeypatch.setattr(stats.StatsRecorder, "record", real_record)
     (run_dir,) = (work / "out" / "runs").iterdir()
     state = torch.load(run_dir / CHECKPOINT_NAME, weights_only=True)
     assert (state["epoch"], state["batch"]) == (2, 2)
-    cifar_main(["--output_dir", "out", *CIFAR, "--resume"])
+    if track:  # 56 examples, minibatches of 16: two epochs and two minibatches of the third seen
+        assert set(state["trackers"]) == set(TRACKER_NAMES)
+        assert int(state["trackers"]["forgetting"]["state"]["presentations"].sum()) == 2 * 56 + 2 * 16
+        with pytest.raises(UserError, match="was written with track='forgetting,margin"):
+            cifar_main(["--output_dir", "out", *CIFAR, "--track", "forgetting", "--resume"])
+    cifar_main(["--output_dir", "out", *cifar_args, "--resume"])
     assert_same_outputs(ref / "out", work / "out")
+    if track:
+        assert (run_dir / "tracked.npz").is_file()  # compared byte for byte above
+        rows = testing.metrics_rows_without_time(run_dir / "metrics.jsonl")
+        assert len(rows) == 6 and all("track/forgetting_events" in r and "track/plasticity" in r for r in rows)
 
 
 def test_ctrl_c_is_deferred_to_the_end_of_the_minibatch(tmp_path, monkeypatch):

@@ -7,7 +7,11 @@
   rounding (``--sync_bn``: the BatchNorm statistics are the global minibatch's);
 - a rank that fails stops the run with one line and a non-zero exit; a rank killed part-way
   leaves the last epoch's checkpoint, and ``--resume`` under torchrun finishes the run with the
-  outputs of an uninterrupted torchrun run.
+  outputs of an uninterrupted torchrun run;
+- ``--track`` (every tracker that works under torchrun, on in all these runs): the trackers see
+  every example once per step across the ranks (tracked.npz counts what the gathered statistics
+  pickle holds), their state survives the kill and resume, and the two that read each process's
+  own pass are refused in one line.
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ import torch.nn.functional as F
 from example_forgetting import models, train
 from example_forgetting.checkpoint import CHECKPOINT_NAME
 from example_forgetting.cli import cifar_main
+from example_forgetting.counting import run_forgetting
 from forgetting_common import distributed
 from forgetting_common.distributed import Dist
 from forgetting_common.safeload import load_pickle
+from forgetting_common.trackers import load_forgetting_counts
 
 THIS = Path(__file__).resolve()
 PACKAGE = THIS.parents[1]
@@ -46,7 +52,8 @@ FLAGS = ["--dataset", "cifar10", "--data_augmentation", "--cutout", "--length", 
          "--epochs", "4", "--batch_size", "16", "--learning_rate", "0", "--data_source", "synthetic",
          "--train_limit", "64", "--test_limit", "31", "--sorting_file", "s", "--input_dir", "in", "--remove_n", "3",
          "--keep_lowest_n", "2", "--noise_percent_labels", "20", "--noise_percent_pixels", "10",
-         "--noise_std_pixels", "30", "--quiet", "--device", "cpu", "--no_tensorboard", "--sync_bn"]
+         "--noise_std_pixels", "30", "--quiet", "--device", "cpu", "--no_tensorboard", "--sync_bn",
+         "--track", "forgetting,margin,weight_rank,effective_rank,ece,init_distance"]
 NAME = ("dataset_cifar10__data_augmentation_True__cutout_True__seed_5__sorting_file_s__remove_n_3__"
         "keep_lowest_n_2__remove_subsample_0__noise_percent_labels_20__noise_percent_pixels_10__noise_std_pixels_30.0")
 KEPT = 61
@@ -203,6 +210,38 @@ def test_torchrun_rank0_alone_writes_and_speaks(runs):
     assert '"world_size": 2' in cfg and '"sync_bn": true' in cfg
 
 
+def test_trackers_see_every_example_once_per_step_across_ranks(runs):
+    """Each rank computed the logits of its share; the trackers were given the gathered minibatch:
+    per example, 4 presentations in 4 epochs and the events and first-learned presentations that
+    the original's rules give on the (gathered) statistics pickle of the same run."""
+    root, _ = runs
+    stats = load_pickle(root / "multi" / (NAME + "__stats_dict.pkl"))
+    expected = run_forgetting(stats, 4)
+    for folder in ("single", "multi"):
+        counts = load_forgetting_counts(root / folder / "runs" / NAME / "tracked.npz", epochs=4)
+        assert sorted(counts.ids.tolist()) == sorted(expected.ids.tolist()) and (counts.presentations == 4).all()
+    at = {int(i): k for k, i in enumerate(expected.ids)}
+    rows = np.array([at[int(i)] for i in counts.ids])  # the multi run's tracker order: training positions
+    assert np.array_equal(counts.events, expected.events[rows])
+    assert np.array_equal(counts.learned, expected.learned[rows])
+    np.testing.assert_array_equal(counts.first_learned, expected.first_learned[rows])
+    assert expected.learned.any()
+    margins = np.load(root / "multi" / "runs" / NAME / "tracked.npz")["margin.last"]
+    np.testing.assert_allclose(margins, [stats[int(i)][2][-1] for i in counts.ids], rtol=1e-12)
+
+
+def test_per_process_trackers_are_refused_under_torchrun(tmp_path):
+    workdir(tmp_path)
+    done = torchrun(*FLAGS, "--track", "forgetting,dead_units", "--output_dir", tmp_path / "out", cwd=tmp_path)
+    assert done.returncode != 0
+    ours = [line for line in done.stderr.splitlines() if line.startswith("run_cifar.py:")]
+    refused = [line for line in ours if "not available under torchrun" in line]
+    assert refused == ["run_cifar.py: error: --track dead_units is not available under torchrun: it reads the "
+                       "network's pass over each process's share of a minibatch, not the whole minibatch; run it "
+                       "in one process (the other trackers work under torchrun)"], done.stderr
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
 def test_a_rank_that_fails_stops_the_run_with_one_line(tmp_path):
     """Rank 0 alone decides about the output folder; it refuses one that holds a finished run,
     and rank 1, waiting for that decision, stops too."""
@@ -270,6 +309,8 @@ def test_killed_rank_stops_the_run_then_resume_under_torchrun(runs, tmp_path):
     assert not ckpt.exists()
     for suffix in ("__stats_dict.pkl", "__best_acc.txt", "_changed_labels.txt"):
         assert (tmp_path / "out" / (NAME + suffix)).read_bytes() == (root / "multi" / (NAME + suffix)).read_bytes()
+    tracked = Path("runs") / NAME / "tracked.npz"  # the trackers' state came through the checkpoint
+    assert (tmp_path / "out" / tracked).read_bytes() == (root / "multi" / tracked).read_bytes()
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["worker"]:

@@ -35,7 +35,7 @@ FORMAT = 1
 NOT_COMPARED = frozenset({"resume", "overwrite", "quiet", "print_config", "device", "no_cuda",
                           "data_root", "device_resolved", "no_download", "world_size"})
 # Flags added after checkpoints were already written: such a checkpoint ran with the default.
-ADDED_LATER = {"sync_bn": False}
+ADDED_LATER = {"sync_bn": False, "track": None}
 
 
 def prepare_output(config: RunConfig, stats_path: Path, run_dir: Path) -> dict[str, Any] | None:

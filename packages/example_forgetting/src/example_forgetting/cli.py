@@ -30,6 +30,9 @@ from example_forgetting.naming import CIFAR_NAME_ARGS, MNIST_NAME_ARGS, save_fna
 
 
 def _extension_flags(parser: argparse.ArgumentParser) -> None:
+    # imported here: the trackers import torch, which the order script's parser does without
+    from forgetting_common.trackers import TRACKER_NAMES, track_argument
+
     add_common_flags(parser, device=True, data_source=True, limits=True)
     parser.add_argument("--data_root", default=None,
                         help="data root (default: $FORGETTING_DATA, else the original's /tmp/data); "
@@ -46,6 +49,10 @@ def _extension_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test_batch_size", type=positive_int, default=32,
                         help="evaluation batch size (the original's hard-coded 32)")
     parser.add_argument("--no_tensorboard", action="store_true", help="no TensorBoard event files")
+    parser.add_argument("--track", type=track_argument, default=None, metavar="NAME[,NAME...]",
+                        help="also measure these on the training minibatches (and the test set), per epoch, into "
+                             "metrics.jsonl (track/<key>), TensorBoard and OUTPUT_DIR/runs/<save_fname>/tracked.npz "
+                             f"(never changes what is trained): {', '.join(TRACKER_NAMES)}")
 
 
 def mnist_parser() -> argparse.ArgumentParser:
@@ -119,7 +126,8 @@ def order_parser() -> argparse.ArgumentParser:
     p = OneLineErrorParser(prog="order_examples_by_forgetting.py", description="Options")
     p.add_argument("--input_dir", type=str, required=True, help="searched recursively")
     p.add_argument("--input_fname_args", nargs="+",
-                   help="arguments and values that file names must contain, i.e. arg1 val1 arg2 val2")
+                   help="arguments and values that file names must contain, i.e. arg1 val1 arg2 val2 (a tracked.npz "
+                        "file: its run's config.json must hold them)")
     p.add_argument("--output_dir", type=str, required=True)
     p.add_argument("--output_name", "--output_fname", dest="output_name", type=str, required=True,
                    help=".pkl is appended unless present (--output_fname, as the README spells it, is an alias)")
@@ -190,6 +198,7 @@ class RunConfig(_Flags):
     resume: bool
     test_batch_size: int
     no_tensorboard: bool
+    track: str | None = None
 
     @property
     def save_fname(self) -> str:

@@ -7,7 +7,8 @@ Per-example statistics are scattered from the training forward pass into preallo
 rewritten atomically: ``<save_fname>__stats_dict.pkl`` and ``<save_fname>__best_acc.txt`` (and,
 for CIFAR, ``checkpoint/<dataset>/<save_fname>.t7``). The run folder ``runs/<save_fname>/``
 holds ``config.json``, ``metrics.jsonl`` and TensorBoard scalars under ``train/``, ``test/``
-and ``stats/`` (forgetting so far), one point per epoch.
+and ``stats/`` (forgetting so far), one point per epoch; with ``--track`` also the shared
+trackers' values (``track/<key>``) and, at the end, ``tracked.npz``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from forgetting_common.errors import Terminated, UserError
 from forgetting_common.runlog import EMPTY_STATE, RunLog, progress
 from forgetting_common.seeding import make_generator
 from forgetting_common.stopping import DeferredStop
+from forgetting_common.trackers import COMPACT_FILE, TrackerSet, build_trackers
 
 from example_forgetting import checkpoint as ckpt
 from example_forgetting import data as D
@@ -39,6 +41,10 @@ from example_forgetting.models import MnistNet, build_cifar_model
 from example_forgetting.naming import BEST_ACC_SUFFIX, CHANGED_LABELS_SUFFIX, STATS_SUFFIX
 from example_forgetting.order import load_sorting
 from example_forgetting.stats import StatsRecorder
+from example_forgetting.tracking import check_trackable, gathered
+
+#: The prefix of the --track values in metrics.jsonl and TensorBoard (track/forgetting_events ...).
+TRACK_PREFIX = "track/"
 
 CIFAR_MILESTONES = (60, 120, 160)
 CIFAR_GAMMA = 0.2
@@ -155,6 +161,7 @@ def _train(config: Config, dist: Dist) -> RunResult:
     run_dir = out_dir / "runs" / name
     ckpt_path = run_dir / ckpt.CHECKPOINT_NAME
     parallel.say(dist, f"output folder: {out_dir} (run {name})", flush=True)
+    check_trackable(config.track, dist)  # before anything is written
     resumed = parallel.prepare_output(config, stats_path, run_dir, dist)
     device = dist.device
     is_cifar = isinstance(config, CifarConfig)
@@ -180,6 +187,9 @@ def _train(config: Config, dist: Dist) -> RunResult:
     parallel.say(dist, f"Training on {len(labels)} examples")
     model, optimizer = model_and_optimizer(config)
     model = model.to(device)
+    # --track: built on the starting weights (init_distance measures from them); reads only.
+    # Indices are training positions; ids map them to the full training set (runs can be matched).
+    trackers = build_trackers(config.track, n_examples=len(labels), model=model, device=device, ids=data.train_indx)
 
     mean, std = (D.CIFAR_MEAN, D.CIFAR_STD) if is_cifar else (D.MNIST_MEAN, D.MNIST_STD)
     y_train = torch.from_numpy(labels).to(device)
@@ -212,6 +222,7 @@ def _train(config: Config, dist: Dist) -> RunResult:
         model.load_state_dict(resumed["model"])
         optimizer.load_state_dict(resumed["optimizer"])
         recorder.load_state_dict(resumed["recorder"])
+        trackers.load_state_dict(resumed.get("trackers", {}))
         ckpt.restore_random_states(resumed["random"], rng, aug_gen)
         best_acc, seconds_before = float(resumed["best_acc"]), float(resumed["train_seconds"])
         start_epoch, start_batch = int(resumed["epoch"]), int(resumed["batch"])
@@ -254,6 +265,7 @@ def _train(config: Config, dist: Dist) -> RunResult:
                 ckpt_path, config=ckpt.comparable_config(run_config), epoch=epoch, batch=batch,
                 perm=None if not batch else torch.from_numpy(perm.copy()), loss_sum=saved_loss.detach().cpu(),
                 model=model.state_dict(), optimizer=optimizer.state_dict(), recorder=recorder.state_dict(),
+                trackers=trackers.state_dict(),
                 best_acc=best_acc, random=ckpt.random_states(rng, aug_gen), data=fingerprint,
                 runlog=log.checkpoint_state(), train_seconds=seconds_before + time.time() - start,
             )
@@ -305,6 +317,8 @@ def _train(config: Config, dist: Dist) -> RunResult:
                         loss_sum += loss.detach()
                     loss.backward()
                     optimizer.step()
+                    if trackers:  # after the step (plasticity reads the updated network); every rank's share
+                        trackers.on_batch(*gathered(local, outputs, y, dist), model=model, inputs=x)
                     if not config.quiet and b % 50 == 49 and not bar.disable:
                         bar.set_postfix(loss=f"{loss.item():.4f}")
                     if distributed.any_rank(stopper.requested, dist) and b + 1 < n_batches:
@@ -313,7 +327,8 @@ def _train(config: Config, dist: Dist) -> RunResult:
                 recorder.merge_ranks(epoch, dist)
                 distributed.sync_buffers(net, dist)
                 test_acc, test_loss = evaluate(model, x_test, y_test, batch_size=config.test_batch_size,
-                                              prepare=test_inputs, dist=dist)
+                                              prepare=test_inputs, dist=dist, trackers=trackers)
+                tracked = trackers.end_epoch(epoch) if trackers else {}
                 running = recorder.end_epoch(test_acc)
                 train_loss = float(summed(loss_sum)) / n_batches
                 if main:
@@ -334,7 +349,8 @@ def _train(config: Config, dist: Dist) -> RunResult:
                 if main:
                     log.log({"train/acc": running[-1], "train/loss": train_loss, "train/lr": lr_now,
                              "test/acc": test_acc, "test/loss": test_loss,
-                             **{f"stats/{k}": v for k, v in recorder.epoch_summary().items()}}, step=epoch)
+                             **{f"stats/{k}": v for k, v in recorder.epoch_summary().items()},
+                             **{TRACK_PREFIX + k: v for k, v in tracked.items()}}, step=epoch)
                 parallel.say(
                     dist,
                     f"| Epoch {epoch}/{config.epochs}  train loss {train_loss:.4f} acc {running[-1]:.3f}%  "
@@ -350,6 +366,8 @@ def _train(config: Config, dist: Dist) -> RunResult:
             log.close()
     result.timings["train_s"] = seconds_before + time.time() - start
     if main:
+        if trackers:
+            trackers.save_compact(run_dir / COMPACT_FILE)
         log.write_json("result.json", {
             "save_fname": name, "train_size": n, "test_acc": recorder.test_acc,
             "best_train_acc": max(recorder.train_running) if recorder.train_running else None,
@@ -368,15 +386,17 @@ def _stopped(path: Path, epoch: int, batch: int) -> None:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 32,
-             prepare=None, dist: Dist | None = None) -> tuple[float, float]:
+             prepare=None, dist: Dist | None = None, trackers: TrackerSet | None = None) -> tuple[float, float]:
     """Test accuracy (%) and mean loss in eval mode, over the whole set in order; ``prepare``
     turns a slice of ``x`` into network inputs (normalisation of uint8 images). Under several
     ranks each takes a contiguous shard and the sums are reduced (``model``: the unwrapped one,
-    so the ranks' different numbers of batches need no collective)."""
+    so the ranks' different numbers of batches need no collective). ``trackers`` (``--track``)
+    are given the whole test set's logits once (every rank's shard, gathered)."""
     model.eval()
     shard = range(0, len(y)) if dist is None else distributed.shard_indices(len(y), dist)
     correct = torch.zeros((), dtype=torch.long, device=x.device)
     loss = torch.zeros((), dtype=torch.float64, device=x.device)
+    outs: list[torch.Tensor] = []
     for begin in range(shard.start, shard.stop, batch_size):
         end = min(begin + batch_size, shard.stop)
         batch = x[begin:end]
@@ -384,6 +404,13 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
         target = y[begin:end]
         correct += (torch.max(out, 1)[1] == target).sum()
         loss += F.cross_entropy(out, target, reduction="sum").double()
+        if trackers:
+            outs.append(out)
+    if trackers and len(y):
+        # a rank whose shard is empty (fewer test images than ranks) still joins the gather
+        logits = torch.cat(outs) if outs else model(x[:1] if prepare is None else prepare(x[:1]))[:0]
+        index = torch.arange(shard.start, shard.stop, device=x.device)
+        trackers.on_eval(*gathered(index, logits, y[shard.start:shard.stop], dist)[1:], model=model)
     if dist is not None and dist.enabled:
         distributed.all_reduce_sum(correct, dist)
         distributed.all_reduce_sum(loss, dist)
