@@ -204,6 +204,8 @@ BAD_INPUT = [
     ("output folder under /proc", ["--save_path", "/proc/upgd_out"], "run_stats.py: error: /proc/upgd_out: ", 2),
     ("read-only output folder", lambda tmp, mp: _read_only(mp), "run_stats.py: error: ", 2),
     ("full disk at a checkpoint", lambda tmp, mp: _no_space(mp), "run_stats.py: error: ", 2),
+    ("unknown tracker", ["--track", "forgetting,dead"],
+     "run_stats.py: error: --track forgetting,dead: unknown tracker 'dead'; the trackers are forgetting,margin,", 2),
     ("help", ["--help"], None, 0),
 ]
 

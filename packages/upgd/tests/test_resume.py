@@ -107,6 +107,33 @@ def test_sigkill_then_resume_equals_uninterrupted(reference, tmp_path, monkeypat
         main([*argv, "--resume", "1"])
 
 
+def test_sigkill_then_resume_with_track_equals_uninterrupted(tmp_path, monkeypatch):
+    """--track of every tracker: the tracker state travels in the checkpoint, so the resumed run's
+    rows, TensorBoard points and tracked.npz (byte for byte) equal the uninterrupted run's."""
+    from forgetting_common.trackers import TRACKER_NAMES
+
+    track = ["--track", ",".join(TRACKER_NAMES)]
+    monkeypatch.chdir(tmp_path)
+    whole, save = tmp_path / "whole", tmp_path / "logs"
+    assert main([*STATS, *track, "--save_path", str(whole)]) == 0
+    run = save.joinpath(*RUN_DIR)
+    argv = [*STATS, *track, "--save_path", str(save)]
+    assert _script_run(tmp_path, argv, _rows_past(run, 12)) == -signal.SIGKILL
+    ckpt = torch.load(run / CHECKPOINT, weights_only=True)
+    state = ckpt["extra"]["trackers"]
+    assert set(state) == set(TRACKER_NAMES)
+    assert int(state["forgetting"]["state"]["presentations"].sum()) == ckpt["next_step"]  # one example a step
+    assert read_metrics(run)[-1]["step"] > ckpt["next_step"]  # rows the resumed run must not repeat
+    with pytest.raises(UserError, match="was written with track = '[a-z_,]+', not 'forgetting'"):
+        main([*STATS, "--track", "forgetting", "--save_path", str(save), "--resume"])
+    assert main([*argv, "--resume"]) == 0
+    assert outputs(save) == outputs(whole)
+    tracked = "/".join(RUN_DIR) + "/tracked.npz"
+    assert (save / tracked).read_bytes() == (whole / tracked).read_bytes()
+    rows = [r for r in read_metrics(run) if "track/forgetting_events" in r]
+    assert [r["task"] for r in rows] == list(range(30))  # one row per task, none repeated or lost
+
+
 def test_sigterm_checkpoints_at_the_step_and_exits_143(reference, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     save = tmp_path / "logs"

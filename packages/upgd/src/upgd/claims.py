@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from forgetting_common.figures import save_figure
 
+from upgd.events_analysis import figure_events, measure_events, read_events, summary_events
+
 PACKAGE_DIR = Path(__file__).resolve().parents[2]
 TITLE = "UPGD (Elsayed & Mahmood, 2024) and the ETH student extension"
 
@@ -50,6 +52,16 @@ def _small(task: str, seeds: list[int], lr: str, extra: list[str]):
 
 def _paper(task: str):
     return lambda: [_run(task, learner, s, PAPER_HPS[task][learner], ["--n_samples", "1000000", "--data_dir", "{data}"])
+                    for learner in PAPER_HPS[task] for s in range(20)]
+
+
+# The cross-paper analysis (issue 19): the same two learners with the shared trackers on.
+TRACKED = ["--track", "forgetting,dead_units"]
+
+
+def _paper_tracked(task: str):
+    return lambda: [_run(task, learner, s, PAPER_HPS[task][learner],
+                         ["--n_samples", "1000000", "--data_dir", "{data}", "--stats_every", "50", *TRACKED])
                     for learner in PAPER_HPS[task] for s in range(20)]
 
 
@@ -315,6 +327,21 @@ def paper() -> dict:
                 "resume_args": ["--resume"],
                 "needs_data": True,
             },
+            "sgd_vs_upgd_events": {
+                "grids": {
+                    # a subset of MNIST, so that each image comes back several times in a short stream
+                    "smoke": _small("input_permuted_mnist_stats", [0], "0.01",
+                                    ["--n_samples", "4000", "--change_freq", "500", "--stats_every", "50",
+                                     "--dataset_limit", "2000", "--data_dir", "{data}", *TRACKED]),
+                    "cpu": _small("input_permuted_mnist_stats", [0], "0.01",
+                                  ["--n_samples", "50000", "--stats_every", "50", "--dataset_limit", "10000",
+                                   "--data_dir", "{data}", *TRACKED]),
+                    "paper": _paper_tracked("input_permuted_mnist_stats"),
+                },
+                "read": read_events,
+                "resume_args": ["--resume"],
+                "needs_data": True,
+            },
             "student_tables": {"grids": {"smoke": student_grid, "cpu": student_grid}, "read": read_student_table,
                                "needs_data": True},
             "student_cifar10": {
@@ -367,5 +394,14 @@ def paper() -> dict:
              "data": {"smoke": "JPEG CIFAR-10, 1k samples, 100 per task, seed 19",
                       "cpu": "JPEG CIFAR-10, 100k samples (40 tasks of 2,500), seed 19",
                       "paper": "JPEG CIFAR-10, 1M samples (400 tasks of 2,500), seed 19, the seed line"}},
+        ],
+        "analyses": [
+            {"name": "sgd_vs_upgd_events", "sweep": "sgd_vs_upgd_events",
+             "question": "dead units and forgetting events of SGD against UPGD on input-permuted MNIST",
+             "source": "issue 19: Toneva et al.'s forgetting events (example_forgetting) on UPGD's stream",
+             "measure": measure_events, "summary": summary_events, "figure": figure_events,
+             "data": {"smoke": "real MNIST (first 2k images), 4k samples, 500/task, lr 0.01, seed 0",
+                      "cpu": "real MNIST (first 10k images), 50k samples, 10 tasks of 5,000, lr 0.01, seed 0",
+                      "paper": "real MNIST (60k), 1M samples, 200 tasks, 20 seeds, the authors' step sizes"}},
         ],
     }

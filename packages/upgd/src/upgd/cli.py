@@ -21,6 +21,7 @@ from forgetting_common.cli import config_dict
 from forgetting_common.data import resolve_root
 from forgetting_common.device import resolve_device
 from forgetting_common.errors import UserError, run_main
+from forgetting_common.trackers import parse_track
 
 from upgd.checkpoint import DEFAULT_EVERY
 from upgd.cli_help import help_text
@@ -59,6 +60,7 @@ class Config:
     tensorboard: bool = True
     resume: bool = False
     checkpoint_every: int = DEFAULT_EVERY
+    track: str | None = None  # --track: the shared trackers' names, comma-joined in their canonical order
     prog: str = "run_stats.py"  # the script's name, for messages
 
     def hp_string(self) -> str:
@@ -83,6 +85,7 @@ EXTENSIONS = {
     "tensorboard": "1",
     "data_source": "real",
     "train_limit": None,
+    "track": None,
 }
 #: Flags that may stand alone (``--resume``) or take 0/1 (``--resume 1``, ``--overwrite 1``).
 BOOL_FLAGS = ("print_config", "quiet", "resume", "overwrite")
@@ -198,8 +201,10 @@ def parse(argv: Sequence[str]) -> tuple[Config, dict, dict[str, bool]]:
         utility_guard=_bool("utility_guard", ext["utility_guard"]),
         tensorboard=_bool("tensorboard", ext["tensorboard"]),
         checkpoint_every=_int("checkpoint_every", ext["checkpoint_every"], 0),
+        track=",".join(parse_track(ext["track"])) if ext["track"] is not None else None,
     )
-    resolved = {k: v for k, v in cfg_kwargs.items() if k != "hps"}
+    # config.json names the trackers only when there are some: an untracked run's file is as before
+    resolved = {k: v for k, v in cfg_kwargs.items() if k != "hps" and not (k == "track" and v is None)}
     cfg_kwargs["resume"] = flags["resume"]  # how this invocation starts, not part of the run's configuration
     resolved.update(hps)
     resolved["device"] = ext["device"]
@@ -228,6 +233,8 @@ def main(argv: Sequence[str] | None = None, mode: str = "stats", prog: str = "ru
         print(help_text(prog, mode))
         return 0
     cfg, resolved, flags = parse(argv)
+    if cfg.track and mode != "stats":
+        raise UserError(f"--track is an extension of run_stats.py; {prog} does not take it")
     if flags["print_config"]:
         print(json.dumps(resolved, sort_keys=True))
         return 0

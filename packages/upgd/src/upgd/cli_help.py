@@ -81,6 +81,10 @@ extensions (defaults keep the original behaviour):
   --save_model_dir DIR save the network every 100000 samples and at the end (the student's
                        checkpoints, off by default)
   --tensorboard 0|1    TensorBoard scalars in the run folder (default 1)
+  --track NAME[,NAME...]   run_stats.py: also measure these per task with the shared trackers
+                       (forgetting, margin, dead_units, weight_rank, effective_rank, plasticity,
+                       ece, init_distance) into metrics.jsonl, TensorBoard and tracked.npz in the
+                       run folder; never changes what is trained or the result JSON
   --utility_max raw|corrected, --utility_guard 0|1   UPGD scaling options (default raw, 0)
   --print_config       print the resolved configuration as JSON and exit
   --quiet              no progress bar and no messages

@@ -175,6 +175,8 @@ class PermutedStream:
         self.task_index = -1
         self._order: list[int] = []
         self._pos = 0
+        self.last_index = -1  # the latest sample's position in the source (for --track's example ids)
+        self.n_examples = len(self.labels)
         # The offline variant applies each new permutation to the original labels (no composition)
         # and keeps the previous task's mapping to relabel a fixed held-out set.
         self.compose = compose
@@ -228,6 +230,7 @@ class PermutedStream:
             self._new_pass()
         i = self._order[self._pos]
         self._pos += 1
+        self.last_index = i
         x = self.x[i : i + 1]
         if self.maximum is not None:
             x = _scale(x, self.maximum)

@@ -36,9 +36,15 @@ TENSORBOARD_TAGS = {
 }
 
 
+#: The prefix of the ``--track`` values in metrics.jsonl (``track/forgetting_events`` …).
+TRACK_PREFIX = "track/"
+
+
 def tensorboard_tag(key: str) -> str:
     """``train/`` for the online loss and accuracy, ``stats/`` for everything measured beside them
-    (plasticity, dead units, the utility-approximation correlations)."""
+    (plasticity, dead units, the utility-approximation correlations, the ``--track`` values)."""
+    if key.startswith(TRACK_PREFIX):
+        return "stats/" + key[len(TRACK_PREFIX):]
     return TENSORBOARD_TAGS.get(key, f"stats/{key}")
 
 

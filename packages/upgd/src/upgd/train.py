@@ -16,10 +16,18 @@ import numpy as np
 import torch
 from forgetting_common.errors import UserError
 from forgetting_common.seeding import make_generator
+from forgetting_common.trackers import COMPACT_FILE, TrackerSet, build_trackers
 
 from upgd import stats_process
 from upgd.checkpoint import Checkpointer, note
-from upgd.experiment import Experiment, open_outputs, save_model, write_result
+from upgd.experiment import (
+    TRACK_PREFIX,
+    Experiment,
+    open_outputs,
+    runlog_dir,
+    save_model,
+    write_result,
+)
 from upgd.models import HookedNet, build_network
 from upgd.stats import STAT_KEYS, RankCache, aligned_task_means, bucket_means, weight_and_grad_stats
 from upgd.stats_worker import StatsWorker
@@ -40,7 +48,10 @@ def run_stats(cfg: Config, config_for_log: dict | None = None) -> tuple[Path, di
     cf = task.change_freq
     if cfg.stats_every > cf:
         raise UserError(f"--stats_every {cfg.stats_every} exceeds the task length {cf}")
+    trackers = _build_trackers(cfg, exp)  # on the starting weights, before a checkpoint replaces them
     path, log, ck = open_outputs(cfg, exp, config_for_log, "stats")
+    if trackers and ck.saved:
+        trackers.load_state_dict(ck.extra("trackers", {}))
     n, dev = cfg.n_samples, cfg.device
     losses = torch.zeros(n, device=dev)
     accs = torch.zeros(n, device=dev)
@@ -51,7 +62,7 @@ def run_stats(cfg: Config, config_for_log: dict | None = None) -> tuple[Path, di
     ck.restore_series(**series)
     start = time.time() - ck.elapsed_before
     with ck:
-        _stats_loop(cfg, exp, log, ck, series, start)
+        _stats_loop(cfg, exp, log, ck, series, start, trackers)
     exp.close()
     elapsed = time.time() - start
     per_task = {
@@ -86,6 +97,8 @@ def run_stats(cfg: Config, config_for_log: dict | None = None) -> tuple[Path, di
     }
     if cfg.save_model_dir:
         save_model(cfg, net, "final")
+    if trackers:  # before the result: a finished result always has its tracked values beside it
+        trackers.save_compact(runlog_dir(cfg, net.name) / COMPACT_FILE)
     write_result(path, content)
     log.write_json("summary.json", {"result": str(path), **content["run_info"]})
     log.close()
@@ -93,7 +106,21 @@ def run_stats(cfg: Config, config_for_log: dict | None = None) -> tuple[Path, di
     return path, content
 
 
-def _stats_loop(cfg: Config, exp: Experiment, log, ck: Checkpointer, series: dict, start: float) -> None:
+def _build_trackers(cfg: Config, exp: Experiment) -> TrackerSet | None:
+    """``--track``'s trackers over the stream's examples (ids: their positions in the dataset), or None."""
+    if not cfg.track:
+        return None
+    if exp.spec.second_order and "dead_units" in cfg.track.split(","):
+        # HesScale runs the layers one by one, never the network's own forward, so the tracker
+        # cannot tell the input layer from the hidden ones (it would count the pixels as units)
+        raise UserError(f"--track dead_units needs a first-order learner: {cfg.learner} runs the layers one by one "
+                        "(HesScale), which the dead-unit tracker cannot follow; upgd's own n_dead_units_per_task "
+                        "is in the result")
+    return build_trackers(cfg.track, n_examples=exp.task.n_examples, model=exp.net, device=cfg.device)
+
+
+def _stats_loop(cfg: Config, exp: Experiment, log, ck: Checkpointer, series: dict, start: float,
+                trackers: TrackerSet | None = None) -> None:
     net, cf, n = exp.net, exp.task.change_freq, cfg.n_samples
     losses, accs, plast, dead, sampled = (series[k] for k in ("losses", "accuracies", "plasticity", "dead", "sampled"))
 
@@ -122,11 +149,15 @@ def _stats_loop(cfg: Config, exp: Experiment, log, ck: Checkpointer, series: dic
                 worker = StatsWorker(net, factory, post_update)
     cache = RankCache()
     drain = worker.drain if worker is not None else None
+    extra = (lambda: {"trackers": trackers.state_dict()}) if trackers else dict
     bar = log.progress(range(ck.start, n), initial=ck.start, total=n, desc=f"{cfg.learner} {cfg.task}",
                        mininterval=1.0)
     try:
         for i in bar:
             x, y, out, loss, _ = exp.step()
+            if trackers:  # before post_update's own pass; plasticity reads the updated network on x
+                index = torch.tensor([exp.task.last_index], device=cfg.device)
+                trackers.on_batch(index, out, y, model=net, inputs=x)
             due = i % cfg.stats_every == 0
             if worker is not None:
                 worker.submit(i, x, y, out, loss, due)
@@ -141,7 +172,10 @@ def _stats_loop(cfg: Config, exp: Experiment, log, ck: Checkpointer, series: dic
                 log.log({"task_accuracy": accs[lo : i + 1].mean(), "task_loss": losses[lo : i + 1].mean(),
                          "task_plasticity": plast[lo : i + 1].mean(), "task_dead_units": dead[lo : i + 1].mean(),
                          "task": i // cf}, step=i)
-            ck.after_step(i + 1, series, dict, time.time() - start, before_save=drain)
+            if trackers and ((i + 1) % cf == 0 or i + 1 == n):  # a task ends (the last may be partial)
+                values = trackers.end_epoch(i // cf)
+                log.log({"task": i // cf, **{TRACK_PREFIX + k: v for k, v in values.items()}}, step=i)
+            ck.after_step(i + 1, series, extra, time.time() - start, before_save=drain)
         if worker is not None:
             worker.drain()
     finally:
