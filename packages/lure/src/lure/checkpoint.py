@@ -117,6 +117,7 @@ def save(ctx, phase: str, k: int, progress, results: dict, finished: bool = Fals
         "plan": ctx.plan.state_dict(), "generators": ctx.gens.state_dict(), "rng": get_rng_state(),
         "results": results, "runlog": ctx.log.checkpoint_state(),
         "progress": progress.state_dict() if progress is not None and phase == PHASE_EPOCH else None,
+        "tracking": ctx.tracking.state_dict() if getattr(ctx, "tracking", None) is not None else None,  # --track
     }
     return atomic_torch_save(state, ctx.save_dir / RESUME_FILE)
 

@@ -12,6 +12,8 @@ import json
 import statistics
 from pathlib import Path
 
+from lure.events_analysis import TRACK, figure_events, measure_events, read_events, summary_events
+
 PACKAGE_DIR = Path(__file__).resolve().parents[2]
 TITLE = "LURE (Ramkumar et al., 2023)"
 
@@ -39,6 +41,19 @@ def _small(epochs: int, lr_steps: str, chunk: int, chunks: int, seeds: list[int]
                              "labels": {"method": method, "seed": seed}})
         return runs
     return grid
+
+
+def _tracked(epochs: int, lr_steps: str, chunk: int, chunks: int, seeds: list[int]):
+    """The cross-paper analysis's runs: LURE and warm start (same schedule) of the small grid, with --track."""
+    def grid() -> list[dict]:
+        return [{**run, "name": f"{run['name']}_tracked",
+                 "args": [a for a in run["args"] if a not in ("--corruption_eval", "--save_start_weights")] + TRACK}
+                for run in _small(epochs, lr_steps, chunk, chunks, seeds)() if run["labels"]["method"] in ("lure", "warm")]
+    return grid
+
+
+def _paper_tracked() -> list[dict]:
+    return [{**run, "args": [*run["args"], *TRACK]} for run in _paper() if run["labels"]["method"] in ("lure", "warm")]
 
 
 def _paper() -> list[dict]:
@@ -131,7 +146,20 @@ def paper() -> dict:
             "methods": {"grids": {"smoke": _small(2, "1", 300, 3, [1]), "cpu": _small(10, "4,8", 500, 8, [1, 2, 3]),
                                   "paper": _paper},
                         "read": read_results, "resume_args": ["--resume"], "needs_data": True},
+            "events": {"grids": {"smoke": _tracked(2, "1", 300, 3, [1]), "cpu": _tracked(10, "4,8", 500, 8, [1, 2, 3]),
+                                 "paper": _paper_tracked},
+                       "read": read_events, "resume_args": ["--resume"], "needs_data": True},
         },
+        "analyses": [
+            {"name": "events_unlearn_relearn", "sweep": "events",
+             "question": "does LURE's unlearning step hit the hard examples? forgetting events across LURE's learn / "
+                         "unlearn / relearn states against warm start",
+             "source": "issue 19: Toneva et al.'s forgetting events (example_forgetting) on LURE's anytime protocol",
+             "measure": measure_events, "summary": summary_events, "figure": figure_events,
+             "data": {"smoke": "real MNIST-5k, K=3, M=300, 2 epochs/state, seed 1, LURE and warm start",
+                      "cpu": "real MNIST-5k, K=8, M=500, 10 epochs/state, seeds 1-3, LURE and warm start",
+                      "paper": "CIFAR-10, ResNet18, K=8, M=6,250, 50 epochs/state, seeds 10-12, LURE and warm start"}},
+        ],
         "claims": [
             {**COMMON, "name": "final_accuracy", "statement": "LURE improves final accuracy over warm start",
              "paper_value": "qualitative (tables not transcribed)",

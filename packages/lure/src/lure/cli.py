@@ -26,10 +26,12 @@ from forgetting_common.cli import (
 )
 from forgetting_common.data import resolve_root
 from forgetting_common.errors import UserError
+from forgetting_common.trackers import TRACKER_NAMES, track_argument
 
 from lure.data import DATASETS, DataSpec
 from lure.models import ARCHS
 from lure.replay import replay_mode
+from lure.tracking import check_trackable
 
 
 def build_parser(alma: bool = False) -> argparse.ArgumentParser:
@@ -126,6 +128,12 @@ def build_parser(alma: bool = False) -> argparse.ArgumentParser:
     g.add_argument("--corruption_eval", action="store_true",
                    help="after the last state, test accuracy under 5 CIFAR-10-C corruptions x 5 severities")
     g.add_argument("--overwrite", action="store_true", help="allow replacing the results of a finished run in --save_dir")
+    g.add_argument("--sync_bn", action="store_true",
+                   help="under torchrun: BatchNorm statistics over the global batch, as one process computes them")
+    g.add_argument("--track", type=track_argument, default=None, metavar="NAME[,NAME...]",
+                   help="also measure these on the training steps and validations, per epoch, into metrics.jsonl, "
+                        "TensorBoard and <save_dir>/tracked.npz (never changes what is trained): "
+                        + ", ".join(TRACKER_NAMES))
     if alma:
         g.add_argument("--alma_gamma", type=positive_float, default=None, help="LR decay at milestones (original: none, i.e. 1)")
     else:
@@ -224,6 +232,7 @@ class Config:
     save_start_weights: bool
     corruption_eval: bool
     overwrite: bool
+    sync_bn: bool
     snip_examples: int | None
     snip_batches: int | None
     snip_on_new_chunk: bool
@@ -239,6 +248,7 @@ class Config:
     pruner: str = "snip"
     scope: str = "global"
     alma_gamma: float | None = None
+    track: str | None = None  # --track (extension): the shared trackers, see lure.tracking
 
     @property
     def prog(self) -> str:
@@ -298,6 +308,7 @@ def validate(cfg: Config) -> None:
         raise UserError("--lr and --state_lr must be positive")
     if cfg.gamma <= 0:
         raise UserError("--gamma must be positive")
+    check_trackable(cfg.track, int(os.environ.get("WORLD_SIZE") or 1))  # torchrun's world, before anything is written
     if cfg.arch == "mnistnet" and cfg.dataset not in ("mnist", "mnist5k"):
         raise UserError(f"--arch mnistnet is for 1-channel 28x28 digits (--dataset mnist or mnist5k), not {cfg.dataset}")
 

@@ -4,26 +4,42 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from forgetting_common.distributed import Dist, all_reduce_sum
 from torch import nn
+
+from lure.ddp import batch_share
 
 
 @torch.no_grad()
 def predict(model: nn.Module, source, ids: torch.Tensor | None, batch_size: int,
-            augment=None, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and labels of ``ids`` of ``source`` (all of it when ``ids`` is None), in eval mode."""
+            augment=None, generator: torch.Generator | None = None,
+            dist: Dist | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels of ``ids`` of ``source`` (all of it when ``ids`` is None), in eval mode.
+
+    Several ranks (``dist``): every rank augments each whole batch (the generator's draws stay
+    one process's) and runs the model on its share; the logits of all ranks are summed into
+    one table, so every rank returns the whole result.
+    """
     model.eval()
     n = len(source) if ids is None else len(ids)
-    outs, labels = [], []
+    outs, labels, rows = [], [], []
     for start in range(0, n, batch_size):
         idx = torch.arange(start, min(n, start + batch_size)) if ids is None else ids[start:start + batch_size]
         x, y = source.fetch(idx)
         if augment is not None:
             x = augment(x, generator)
-        outs.append(model(x).float())
+        share = batch_share(len(idx), dist)
+        outs.append(model(x[share]).float())
         labels.append(y)
+        rows.append(torch.arange(start, start + len(idx))[share])
     if not outs:
         return torch.zeros(0, 1), torch.zeros(0, dtype=torch.int64)
-    return torch.cat(outs), torch.cat(labels)
+    logits = torch.cat(outs)
+    if dist is not None and dist.enabled:
+        table = logits.new_zeros((n, logits.shape[1]))
+        table[torch.cat(rows).to(logits.device)] = logits
+        logits = all_reduce_sum(table, dist)  # each row is one rank's, the others add zeros: exact
+    return logits, torch.cat(labels)
 
 
 def accuracy_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:

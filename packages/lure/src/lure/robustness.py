@@ -16,6 +16,9 @@ Every result is clipped to [0, 1]. Randomness comes from the given generator (on
 from __future__ import annotations
 
 import torch
+from forgetting_common.distributed import Dist, all_reduce_sum
+
+from lure.ddp import batch_share
 
 SEVERITIES = {
     "gaussian_noise": (0.04, 0.06, 0.08, 0.09, 0.10),
@@ -55,8 +58,13 @@ def corrupt(x: torch.Tensor, name: str, severity: int, generator: torch.Generato
 
 
 @torch.no_grad()
-def corruption_accuracy(model: torch.nn.Module, source, batch_size: int, seed: int = 0) -> dict[str, list[float]]:
-    """Test accuracy (%) per corruption and severity over the whole ``source``."""
+def corruption_accuracy(model: torch.nn.Module, source, batch_size: int, seed: int = 0,
+                        dist: Dist | None = None) -> dict[str, list[float]]:
+    """Test accuracy (%) per corruption and severity over the whole ``source``.
+
+    Several ranks (``dist``): each corrupts every whole batch (the same draws as one process)
+    and classifies its share; the counts are summed over ranks.
+    """
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     n = len(source)
@@ -67,8 +75,12 @@ def corruption_accuracy(model: torch.nn.Module, source, batch_size: int, seed: i
             correct = 0
             for start in range(0, n, batch_size):
                 x, y = source.fetch(torch.arange(start, min(n, start + batch_size)))
-                pred = model(corrupt(x, name, severity, gen)).argmax(1)
-                correct += int((pred == y).sum())
+                x = corrupt(x, name, severity, gen)
+                share = batch_share(len(y), dist)
+                pred = model(x[share]).argmax(1)
+                correct += int((pred == y[share]).sum())
+            if dist is not None and dist.enabled:
+                correct = int(all_reduce_sum(torch.tensor([correct], dtype=torch.int64, device=dist.device), dist))
             accs.append(100.0 * correct / max(1, n))
         out[name] = accs
     return out

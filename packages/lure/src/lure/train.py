@@ -25,19 +25,32 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from forgetting_common.atomic import atomic_torch_save, atomic_write_json
+from forgetting_common.atomic import atomic_torch_save
 from forgetting_common.device import resolve_device
+from forgetting_common.distributed import (
+    Dist,
+    all_reduce_sum,
+    barrier,
+    broadcast_object,
+    collective_failures,
+    init,
+    share_weight,
+    shutdown,
+    sync_buffers,
+    wrap_model,
+)
 from forgetting_common.errors import UserError
 from forgetting_common.runlog import RunLog, wandb_available
 from forgetting_common.safeload import load_checkpoint
 from forgetting_common.seeding import Generators, seed_everything, set_rng_state
 from torch import nn
 
-from lure import checkpoint, plots, robustness
+from lure import checkpoint, report, tracking
 from lure.checkpoint import StateProgress
 from lure.cli import Config, resolved_config
 from lure.data import AnytimeData, load_data
-from lure.metrics import accuracy_loss, anytime_relative_errors, calibration_metrics, predict
+from lure.ddp import SilentRunLog, batch_share, only_main_speaks
+from lure.metrics import accuracy_loss, calibration_metrics, predict
 from lure.models import build_model
 from lure.replay import ReplayPlan, replay_mode
 from lure.unlearn import apply_interventions
@@ -82,6 +95,14 @@ class RunContext:
     seed: int
     plan: ReplayPlan
     randinit: dict | None = None  # the initial weights, where --use_randinit restarts from them
+    dist: Dist | None = None  # several ranks under torchrun (None: one process)
+    net: nn.Module | None = None  # what trains: the model, DDP-wrapped on several ranks
+    tracking: tracking.RunTracking | None = None  # --track: the shared trackers (lure.tracking)
+
+    @property
+    def writes(self) -> bool:
+        """Whether this process writes the run's files (one process, or rank 0)."""
+        return self.dist is None or self.dist.is_main
 
 
 def _say(*parts: object) -> None:
@@ -100,18 +121,36 @@ def _log_dir(cfg: Config, save_dir: Path) -> Path:
 
 
 def run_anytime(cfg: Config) -> dict:
-    """Run the whole protocol (or its remainder, with ``--resume``); returns the results dict."""
-    save_dir = Path(cfg.save_dir)
-    prog = cfg.prog
-    _say(f"{prog}: output folder {save_dir} (logs: {_log_dir(cfg, save_dir)})")
+    """Run the whole protocol (or its remainder, with ``--resume``); returns the results dict.
+
+    Under torchrun every rank runs it, on its share of every batch; rank 0 alone prints and
+    writes (see :mod:`lure.ddp`).
+    """
     device = resolve_device(cfg.device)
     if device.type == "cuda" and device.index is None and cfg.gpu:
         device = resolve_device(f"cuda:{cfg.gpu}")  # the original's --gpu picks the card
+    dist = init(device)
+    try:
+        with collective_failures(dist), only_main_speaks(dist):  # a rank whose peer died stops with one line
+            return _run(cfg, dist)
+    finally:
+        shutdown()
+
+
+def _run(cfg: Config, dist: Dist) -> dict:
+    save_dir = Path(cfg.save_dir)
+    prog = cfg.prog
+    _say(f"{prog}: output folder {save_dir} (logs: {_log_dir(cfg, save_dir)})")
+    device = dist.device
+    if dist.enabled and cfg.sync_bn and cfg.snip_train_mode:
+        raise UserError("--snip_train_mode with --sync_bn under torchrun: every rank scores the same SNIP batches, so "
+                        "synchronised statistics would count them once per rank; drop one of the two flags")
     checkpoint.check_outputs(cfg, save_dir)
     mode = replay_mode(cfg)
     resume_state = checkpoint.load_resume(cfg, save_dir)
 
     seed = cfg.seed if cfg.seed is not None else int.from_bytes(os.urandom(4), "little")
+    seed = broadcast_object(seed, dist)  # an unseeded run draws rank 0's seed on every rank
     if resume_state is not None:
         seed = resume_state["seed"]
     seed_everything(seed)
@@ -124,9 +163,11 @@ def run_anytime(cfg: Config) -> dict:
                         mean=data.mean, std=data.std).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     gens = Generators(seed)
-    save_dir.mkdir(parents=True, exist_ok=True)
-    if resume_state is None:
-        checkpoint.clear_stale(save_dir)
+    barrier(dist)  # every rank has checked its input before rank 0 writes anything
+    if dist.is_main:
+        save_dir.mkdir(parents=True, exist_ok=True)
+        if resume_state is None:
+            checkpoint.clear_stale(save_dir)
     config = {**resolved_config(cfg), "seed_used": seed, "data_description": data.description, "replay": mode,
               "script": prog}
     wb = None
@@ -135,18 +176,26 @@ def run_anytime(cfg: Config) -> dict:
             wb = {"project": cfg.project_name, "name": cfg.run, "dir": str(save_dir)}
         else:
             warnings.warn("-wb: wandb is not installed; metrics go to the offline log only", stacklevel=2)
-    log = RunLog.create(_log_dir(cfg, save_dir), config, resume=cfg.resume, overwrite=cfg.overwrite,
-                        quiet=cfg.quiet, wandb=wb, resume_state=checkpoint.runlog_resume_state(cfg, resume_state),
-                        exists_hint="pass --resume to continue it, --overwrite to replace it, or choose another folder")
+    if dist.is_main:
+        log = RunLog.create(_log_dir(cfg, save_dir), config, resume=cfg.resume, overwrite=cfg.overwrite,
+                            quiet=cfg.quiet, wandb=wb, resume_state=checkpoint.runlog_resume_state(cfg, resume_state),
+                            exists_hint="pass --resume to continue it, --overwrite to replace it, or choose another "
+                                        "folder")
+    else:
+        log = SilentRunLog()
+    if dist.enabled:
+        _say(f"{dist.world_size} processes (torchrun), each a share of every batch of {cfg.batch_size}"
+             + ("; BatchNorm over the global batch (--sync_bn)" if cfg.sync_bn else ""))
     plan = ReplayPlan(mode, cfg.meta_batch_size, data.val_offset, buffer_size_train=cfg.buffer_size_train,
                       buffer_size_val=cfg.buffer_size_val, seed=gens.seed)
     ctx = RunContext(cfg=cfg, device=device, data=data, model=model, optimizer=optimizer, gens=gens,
-                     save_dir=save_dir, log=log, seed=seed, plan=plan)
+                     save_dir=save_dir, log=log, seed=seed, plan=plan, dist=dist,
+                     tracking=tracking.start(cfg, model, device, resume_state))  # --track, on the starting weights
     results = {"config": config, "states": [], "finished": False}
     first_state, progress = 1, None
     if resume_state is None:
         ctx.randinit = _state_dict_copy(model)
-        if not cfg.alma:
+        if not cfg.alma and dist.is_main:
             atomic_torch_save(ctx.randinit, save_dir / "randinit.pth.tar")
     else:
         if not cfg.alma and cfg.use_randinit:
@@ -163,24 +212,38 @@ def run_anytime(cfg: Config) -> dict:
         else:
             progress = StateProgress.from_state_dict(resume_state["progress"])
         _say(f"resuming {checkpoint.describe(resume_state)} ({cfg.meta_batch_number} states in all)")
+    ctx.net = wrap_model(model, dist, sync_bn=cfg.sync_bn)
     try:
         for k in range(first_state, cfg.meta_batch_number + 1):
             _run_state(ctx, k, results, progress)
             progress = None
-        _finish(ctx, results)
-        checkpoint.save(ctx, checkpoint.PHASE_STATE, cfg.meta_batch_number, None, results, finished=True)
+        report.finish(ctx, results)
+        _save(ctx, checkpoint.PHASE_STATE, cfg.meta_batch_number, None, results, finished=True)
     except KeyboardInterrupt:
-        where = save_dir / checkpoint.RESUME_FILE if (save_dir / checkpoint.RESUME_FILE).exists() else None
-        print(f"{prog}: stopped; " + (f"the last checkpoint is {where}: continue with --resume" if where
-                                     else "no epoch had finished, nothing to resume"), file=sys.stderr, flush=True)
+        if dist.is_main:
+            where = save_dir / checkpoint.RESUME_FILE if (save_dir / checkpoint.RESUME_FILE).exists() else None
+            print(f"{prog}: stopped; " + (f"the last checkpoint is {where}: continue with --resume" if where
+                                         else "no epoch had finished, nothing to resume"), file=sys.stderr, flush=True)
         raise
     finally:
         log.close()
     return results
 
 
+def _save(ctx: RunContext, phase: str, k: int, progress, results: dict, finished: bool = False) -> None:
+    """The resume file, by rank 0; no rank moves on (and may fail) while it is being written."""
+    if ctx.writes:
+        checkpoint.save(ctx, phase, k, progress, results, finished=finished)
+    if ctx.dist is not None:
+        barrier(ctx.dist)
+
+
 def _train_epoch(ctx: RunContext, train_ids: torch.Tensor, epoch: int, lr_of) -> tuple[float, float]:
-    cfg, model, data = ctx.cfg, ctx.model, ctx.data
+    """One epoch over ``train_ids``. Several ranks: every rank draws and augments each whole batch
+    (the generator's stream stays one process's), trains on its share with its loss weighted by
+    the share's size (DDP's average is then the batch's mean gradient); the sums cover all ranks."""
+    cfg, data, dist = ctx.cfg, ctx.data, ctx.dist
+    model = ctx.net if ctx.net is not None else ctx.model
     model.train()
     gen = ctx.gens["data"]
     n = len(train_ids)
@@ -196,17 +259,33 @@ def _train_epoch(ctx: RunContext, train_ids: torch.Tensor, epoch: int, lr_of) ->
         set_lr(ctx.optimizer, lr_of(i, n_iter))
         x, y = data.pool.fetch(idx)
         x = data.augment(x, gen)
-        out = model(x)
-        loss = F.cross_entropy(out, y)
+        share = batch_share(len(idx), dist)
+        x, y = x[share], y[share]
+        try:
+            out = model(x)
+        except ValueError as err:
+            if dist is None or not dist.enabled or "more than 1 value per channel" not in str(err):
+                raise
+            raise UserError(f"rank {dist.rank}: its share ({len(y)} of a batch of {len(idx)}) is too small for "
+                            "BatchNorm to train on; pass --sync_bn (statistics over the whole batch) or start fewer "
+                            "processes") from err
+        # an empty share (a batch smaller than the world) still joins the gradient reduction
+        loss = F.cross_entropy(out, y) if len(y) else out.sum() * 0.0
         ctx.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if dist is None or not dist.enabled else loss * share_weight(len(y), len(idx), dist)).backward()
         ctx.optimizer.step()
-        loss_sum += loss.detach() * len(idx)
+        tracking.on_batch(ctx, idx[share], out, y, x)
+        loss_sum += loss.detach() * len(y)
         correct += (out.detach().argmax(1) == y).sum()
-        seen += len(idx)
+        seen += len(y)
         if (i + 1) % cfg.print_freq == 0 and not cfg.quiet:
             _say(f"Epoch: [{epoch}][{i + 1}/{n_iter}]\tLoss {float(loss):.4f}\tAccuracy "
                  f"{100.0 * float((out.argmax(1) == y).float().mean()):.3f}")
+    if dist is not None and dist.enabled:
+        sums = all_reduce_sum(torch.stack([correct.to(loss_sum.dtype), loss_sum,
+                                           torch.tensor(float(seen), device=loss_sum.device)]), dist)
+        correct, loss_sum, seen = sums[0], sums[1], int(round(float(sums[2])))
+        sync_buffers(ctx.model, dist)  # evaluate, select and save rank 0's BatchNorm statistics
     seen = max(seen, 1)
     return 100.0 * float(correct) / seen, float(loss_sum) / seen
 
@@ -246,14 +325,15 @@ def _begin_state(ctx: RunContext, k: int, results: dict) -> StateProgress:
     if k >= 2 and not cfg.alma:
         before = results["states"][-1]["test_acc"] if results["states"] else None
         changed, report = apply_interventions(cfg, k, train_list, model=model, data=data, gens=ctx.gens,
-                                              save_dir=ctx.save_dir)
+                                              save_dir=ctx.save_dir if ctx.writes else None)
         info.update(report)
         if changed:
-            logits, labels = predict(model, data.test, None, cfg.batch_size)
+            logits, labels = predict(model, data.test, None, cfg.batch_size, dist=ctx.dist)
             info["test_acc_before_unlearn"] = before
             info["test_acc_after_unlearn"] = accuracy_loss(logits, labels)[0]
             _say(f"Test accuracy before/after the intervention: {before:.2f} / {info['test_acc_after_unlearn']:.2f}")
-    if cfg.save_start_weights:
+    tracking.state_started(ctx, k, train_list)
+    if cfg.save_start_weights and ctx.writes:
         atomic_torch_save(_state_dict_copy(model), ctx.save_dir / f"start_{k}.pth.tar")
     return StateProgress(k, train_list, val_list, info=info, base_lr=state_base_lr(k, cfg))
 
@@ -281,12 +361,12 @@ def _run_state(ctx: RunContext, k: int, results: dict, progress: StateProgress |
         train_acc, train_loss = _train_epoch(ctx, train_ids, epoch, lr_of)
         lr_used = ctx.optimizer.param_groups[0]["lr"]
         augment = None if cfg.clean_val else data.augment
-        v_logits, v_labels = predict(model, data.pool, val_ids, cfg.batch_size, augment, ctx.gens["val"])
+        v_logits, v_labels = predict(model, data.pool, val_ids, cfg.batch_size, augment, ctx.gens["val"], ctx.dist)
         val_acc, val_loss = accuracy_loss(v_logits, v_labels)
         record = {"state": k, "epoch": epoch, "train_ta": train_acc, "train_loss": train_loss, "val_ta": val_acc,
                   "val_loss": val_loss, "gen_gap": train_acc - val_acc, "lr": lr_used}
         if not cfg.no_epoch_test:
-            t_logits, t_labels = predict(model, data.test, None, cfg.batch_size)
+            t_logits, t_labels = predict(model, data.test, None, cfg.batch_size, dist=ctx.dist)
             record["test_acc"], record["test_loss"] = accuracy_loss(t_logits, t_labels)
         if val_acc > p.best_sa:
             p.best_sa, p.best_epoch = val_acc, epoch
@@ -297,17 +377,20 @@ def _run_state(ctx: RunContext, k: int, results: dict, progress: StateProgress |
                  "best_sa": p.best_sa, "optimizer": ctx.optimizer.state_dict(),
                  "scheduler": {"milestones": milestones, "gamma": cfg.gamma, "base_lr": p.base_lr,
                                "last_epoch": epoch + 1}}
-        atomic_torch_save(saved, ctx.save_dir / f"{k}checkpoint.pth.tar")
-        if p.best_epoch == epoch:
-            _atomic_copy(ctx.save_dir / f"{k}checkpoint.pth.tar", ctx.save_dir / f"{k}model_SA_best.pth.tar")
+        if ctx.writes:
+            atomic_torch_save(saved, ctx.save_dir / f"{k}checkpoint.pth.tar")
+            if p.best_epoch == epoch:
+                _atomic_copy(ctx.save_dir / f"{k}checkpoint.pth.tar", ctx.save_dir / f"{k}model_SA_best.pth.tar")
         ctx.log.log({"state": k, "epoch": epoch, **{EPOCH_TAGS[key]: v for key, v in record.items() if key in EPOCH_TAGS}},
                     step=(k - 1) * cfg.epochs + epoch)
+        tracking.end_epoch(ctx, k, epoch, v_logits, v_labels)
         p.epochs_done = epoch + 1
         p.elapsed += time.time() - start_time
         start_time = time.time()
-        checkpoint.save(ctx, checkpoint.PHASE_EPOCH, k, p, results)
+        _save(ctx, checkpoint.PHASE_EPOCH, k, p, results)
     _end_state(ctx, p, results, time.time() - start_time + p.elapsed)
-    checkpoint.save(ctx, checkpoint.PHASE_STATE, k, None, results)
+    tracking.state_ended(ctx, k)
+    _save(ctx, checkpoint.PHASE_STATE, k, None, results)
 
 
 def _end_state(ctx: RunContext, p: StateProgress, results: dict, seconds: float) -> None:
@@ -315,7 +398,7 @@ def _end_state(ctx: RunContext, p: StateProgress, results: dict, seconds: float)
     cfg, model, data, k, info = ctx.cfg, ctx.model, ctx.data, p.k, p.info
     _say(f"* State = {k} best SA = {p.best_sa:.3f} Epoch = {p.best_epoch + 1}")
     model.load_state_dict(p.best_state)
-    logits, labels = predict(model, data.test, None, cfg.batch_size)
+    logits, labels = predict(model, data.test, None, cfg.batch_size, dist=ctx.dist)
     metrics = calibration_metrics(logits, labels)
     info.update(best_sa=p.best_sa, best_epoch=p.best_epoch + 1, test_acc=metrics["acc"], cer=metrics["errors"],
                 ece=metrics["ece"], nll=metrics["nll"], brier=metrics["brier"], n_test=len(labels),
@@ -334,60 +417,4 @@ def _end_state(ctx: RunContext, p: StateProgress, results: dict, seconds: float)
         row["stats/mask_fraction"] = info["mask_fraction"]
     ctx.log.log(row, step=k * cfg.epochs - 1)
     set_lr(ctx.optimizer, cfg.state_lr)
-    _write_results(ctx, results)
-
-
-def _summary(results: dict) -> dict:
-    states = results["states"]
-    cer = [s["cer"] for s in states]
-    n_test = states[-1]["n_test"] if states else 1
-    return {
-        "final_test_acc": states[-1]["test_acc"] if states else None,
-        "final_ece": states[-1]["ece"] if states else None,
-        "cer_counts": cer,
-        "cer_sum": sum(cer),
-        "cumulative_error_rate": sum(cer) / max(1, n_test),
-        "anytime_relative_error": anytime_relative_errors(cer, n_test),
-        "test_acc_per_state": [s["test_acc"] for s in states],
-        "ece_per_state": [s["ece"] for s in states],
-        "time_per_state": [s["time"] for s in states],
-    }
-
-
-def _write_results(ctx: RunContext, results: dict) -> None:
-    results.update(_summary(results))
-    atomic_write_json(ctx.save_dir / "results.json", results)
-
-
-def _finish(ctx: RunContext, results: dict) -> None:
-    summary = _summary(results)
-    cfg = ctx.cfg
-    if cfg.corruption_eval and "corruption_acc" not in results:
-        table = robustness.corruption_accuracy(ctx.model, ctx.data.test, cfg.batch_size, seed=ctx.seed)
-        results["corruption_acc"] = table
-        results["mean_corruption_acc"] = robustness.mean_corruption_accuracy(table)
-        _say(f"Mean corruption accuracy: {results['mean_corruption_acc']:.2f} "
-             + " ".join(f"{k}={sum(v) / len(v):.1f}" for k, v in table.items()))
-    results["finished"] = True
-    _write_results(ctx, results)
-    ctx.log.write_json("results.json", results)
-    ctx.log.log({"test/final_acc": summary["final_test_acc"], "test/cer": summary["cer_sum"],
-                 "test/final_ece": summary["final_ece"], "test/cumulative_error_rate": summary["cumulative_error_rate"]},
-                step=cfg.meta_batch_number * cfg.epochs)
-    _say(f"Test Acc = {summary['final_test_acc']:.2f}")
-    _say(f"CER = {summary['cer_sum']}")
-    _say("Final Test Accuracy: ")
-    _say(f"{summary['final_test_acc']:.2f}")
-    _say(f"CER list: {summary['cer_counts']}")
-    _say(f"Anytime Relative Error: {[round(v, 4) for v in summary['anytime_relative_error']]}")
-    _say(f"ECE: {summary['final_ece']:.4f}")
-    _say(f"Total time: {sum(summary['time_per_state']):.1f} s, per state {[round(t, 1) for t in summary['time_per_state']]}")
-    _draw_figures(ctx, results)
-
-
-def _draw_figures(ctx: RunContext, results: dict) -> None:
-    """The paper's figure: this run's curve in its log folder; with --log-dir, every run under it together."""
-    _say(f"Figure: {plots.accuracy_per_state([results], ctx.log.path(plots.FIGURE_NAME))}")
-    if ctx.cfg.log_dir:
-        runs = plots.load_runs([ctx.cfg.log_dir])
-        _say(f"Figure: {plots.accuracy_per_state(runs, Path(ctx.cfg.log_dir) / plots.FIGURE_NAME)} ({len(runs)} runs)")
+    report.write_results(ctx, results)

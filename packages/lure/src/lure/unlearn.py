@@ -248,7 +248,7 @@ def apply_interventions(cfg, k: int, train_list: list[int], *, model: nn.Module,
     """The unlearning step and the baselines at state ``k``, in the original's order.
 
     ``data`` is the run's :class:`lure.data.AnytimeData`; the SNIP mask goes to
-    ``save_dir/snip_mask_{k-1}.pth``. Returns whether anything changed and what to record.
+    ``save_dir/snip_mask_{k-1}.pth`` (not written when ``save_dir`` is None). Returns whether anything changed and what to record.
     """
     changed, info = False, {}
     model.eval()  # as in the original: still in eval mode from the end-of-state evaluation (also after --resume)
@@ -263,7 +263,8 @@ def apply_interventions(cfg, k: int, train_list: list[int], *, model: nn.Module,
         saliency = snip_saliency(model, batches, train_mode=cfg.snip_train_mode)
         masks, threshold = snip_mask(saliency, cfg.snip_size)
         touched = reinit_masked(model, masks, generator=gens["mask"], skip_norm=cfg.snip_skip_norm)
-        atomic_torch_save(mask_state_dict(model, masks), save_dir / f"snip_mask_{k - 1}.pth")
+        if save_dir is not None:  # None: a rank other than 0 under torchrun, which writes nothing
+            atomic_torch_save(mask_state_dict(model, masks), save_dir / f"snip_mask_{k - 1}.pth")
         frac = forgotten_fraction(masks)
         reinit_n = sum(int((~masks[n]).sum()) for n in touched)
         info.update(snip_examples=len(ids_t), snip_threshold=threshold, mask_fraction=frac, reinitialised=reinit_n)
