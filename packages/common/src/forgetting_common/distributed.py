@@ -341,6 +341,23 @@ def gather_rows(index: torch.Tensor, rows: torch.Tensor, dist: Dist) -> tuple[to
             torch.cat([t[:c] for t, c in zip(all_rows, counts)]))
 
 
+def gather_batch(positions: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor,
+                 dist: Dist | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every rank's ``(positions, logits, targets)`` of one step, in rank order (the global
+    minibatch's order), on every rank; one process: the inputs, the logits detached.
+
+    What per-example trackers need under torchrun: each example of a global minibatch once per
+    step. The targets travel as a float64 column beside the float64 logits (integers and float32
+    values round-trip it exactly), so one collective carries both."""
+    logits = logits.detach()
+    if dist is None or not dist.enabled:
+        return positions, logits, targets
+    rows = torch.cat([logits.double(), targets.double().unsqueeze(1)], dim=1)
+    index, rows = gather_rows(positions, rows, dist)
+    device = logits.device
+    return index.to(device), rows[:, :-1].to(device, logits.dtype), rows[:, -1].to(device, torch.long)
+
+
 def broadcast_object(obj: Any, dist: Dist, src: int = 0) -> Any:
     """``src``'s ``obj`` on every rank (a picklable value: a decision, a small array)."""
     if not dist.enabled:

@@ -9,8 +9,6 @@ rank feeds the same whole minibatch to its trackers; their states stay equal on 
 
 from __future__ import annotations
 
-import torch
-from forgetting_common import distributed
 from forgetting_common.distributed import Dist
 from forgetting_common.errors import UserError
 from forgetting_common.trackers import parse_track
@@ -33,17 +31,3 @@ def check_trackable(track: str | None, dist: Dist) -> None:
             "process's share of a minibatch, not the whole minibatch; run it in one process (the other "
             "trackers work under torchrun)"
         )
-
-
-def gathered(positions: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor,
-             dist: Dist | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Every rank's ``(positions, logits, targets)`` concatenated in rank order, on every rank
-    (one process: the inputs, the logits detached). The targets travel as a float64 column beside
-    the float64 logits: integers and float32 values round-trip it exactly."""
-    logits = logits.detach()
-    if dist is None or not dist.enabled:
-        return positions, logits, targets
-    rows = torch.cat([logits.double(), targets.double().unsqueeze(1)], dim=1)
-    index, rows = distributed.gather_rows(positions, rows, dist)
-    device = logits.device
-    return index.to(device), rows[:, :-1].to(device, logits.dtype), rows[:, -1].to(device, torch.long)

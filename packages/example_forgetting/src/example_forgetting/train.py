@@ -41,7 +41,7 @@ from example_forgetting.models import MnistNet, build_cifar_model
 from example_forgetting.naming import BEST_ACC_SUFFIX, CHANGED_LABELS_SUFFIX, STATS_SUFFIX
 from example_forgetting.order import load_sorting
 from example_forgetting.stats import StatsRecorder
-from example_forgetting.tracking import check_trackable, gathered
+from example_forgetting.tracking import check_trackable
 
 #: The prefix of the --track values in metrics.jsonl and TensorBoard (track/forgetting_events ...).
 TRACK_PREFIX = "track/"
@@ -318,7 +318,7 @@ def _train(config: Config, dist: Dist) -> RunResult:
                     loss.backward()
                     optimizer.step()
                     if trackers:  # after the step (plasticity reads the updated network); every rank's share
-                        trackers.on_batch(*gathered(local, outputs, y, dist), model=model, inputs=x)
+                        trackers.on_batch(*distributed.gather_batch(local, outputs, y, dist), model=model, inputs=x)
                     if not config.quiet and b % 50 == 49 and not bar.disable:
                         bar.set_postfix(loss=f"{loss.item():.4f}")
                     if distributed.any_rank(stopper.requested, dist) and b + 1 < n_batches:
@@ -410,7 +410,7 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
         # a rank whose shard is empty (fewer test images than ranks) still joins the gather
         logits = torch.cat(outs) if outs else model(x[:1] if prepare is None else prepare(x[:1]))[:0]
         index = torch.arange(shard.start, shard.stop, device=x.device)
-        trackers.on_eval(*gathered(index, logits, y[shard.start:shard.stop], dist)[1:], model=model)
+        trackers.on_eval(*distributed.gather_batch(index, logits, y[shard.start:shard.stop], dist)[1:], model=model)
     if dist is not None and dist.enabled:
         distributed.all_reduce_sum(correct, dist)
         distributed.all_reduce_sum(loss, dist)

@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from forgetting_common import distributed
-from forgetting_common.distributed import Dist
 from forgetting_common.errors import UserError
 from forgetting_common.trackers import (
     COMPACT_FILE,
@@ -67,21 +66,6 @@ def check_trackable(track: str | None, world_size: int) -> None:
                         "trackers work under torchrun)")
 
 
-def gathered(positions: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor,
-             dist: Dist | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Every rank's ``(positions, logits, targets)`` in rank order (= the global batch's order),
-    on every rank; one process: the inputs, the logits detached. The targets travel as a float64
-    column beside the float64 logits (integers and float32 values round-trip it exactly).
-    Same as example_forgetting's; a candidate for ``forgetting_common``."""
-    logits = logits.detach()
-    if dist is None or not dist.enabled:
-        return positions, logits, targets
-    rows = torch.cat([logits.double(), targets.double().unsqueeze(1)], dim=1)
-    index, rows = distributed.gather_rows(positions, rows, dist)
-    device = logits.device
-    return index.to(device), rows[:, :-1].to(device, logits.dtype), rows[:, -1].to(device, torch.long)
-
-
 class RunTracking:
     """The run's trackers and per-state snapshots; checkpointed with the resume file."""
 
@@ -106,7 +90,7 @@ class RunTracking:
     def on_batch(self, ctx: RunContext, ids: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor,
                  inputs: torch.Tensor) -> None:
         """After ``optimizer.step()``: this rank's share of the step (``ids`` in the full training set)."""
-        positions, logits, targets = gathered(ids.to(logits.device), logits, targets, ctx.dist)
+        positions, logits, targets = distributed.gather_batch(ids.to(logits.device), logits, targets, ctx.dist)
         self.trackers.on_batch(positions, logits, targets, model=ctx.model, inputs=inputs)
 
     def end_epoch(self, ctx: RunContext, k: int, epoch: int, val_logits: torch.Tensor,
