@@ -51,6 +51,7 @@ def test_split_rate_out_of_range(script, tmp_path, rate):
     (("--arch", "ResNet9000"), "invalid choice"),
     (("--set", "ImageNet"), "invalid choice"),
     (("--epochs", "ten"), "invalid int"),
+    (("--track", "forgetting,bogus"), "unknown tracker 'bogus'; the trackers are forgetting,margin,"),
 ])
 def test_argparse_errors_are_one_line(script, tmp_path, capsys, extra, needle):
     with pytest.raises(SystemExit) as info:

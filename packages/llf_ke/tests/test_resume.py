@@ -47,6 +47,16 @@ def reference(script, data, tmp_path_factory):
     return Path(parse_args(_argv(data, ckpt)).exp_dir)
 
 
+TRACK = ("--track", "forgetting,margin,ece,init_distance")
+
+
+@pytest.fixture(scope="module")
+def tracked_reference(script, data, tmp_path_factory):
+    ckpt = tmp_path_factory.mktemp("tracked_reference")
+    script.main(_argv(data, ckpt, *TRACK))
+    return Path(parse_args(_argv(data, ckpt, *TRACK)).exp_dir)
+
+
 def _log_lines(exp):
     """train_log.txt without timestamps and without the lines that name this run's folders."""
     lines = [ln[20:] for ln in (exp / "train_log.txt").read_text().splitlines()]
@@ -110,6 +120,23 @@ def test_killed_run_resumes_to_the_uninterrupted_result(script, data, reference,
     (exp / "checkpoint_last.pth").unlink()
     with pytest.raises(Exception, match="finished run"):  # even without its checkpoint
         script.main([*argv, "--resume"])
+
+
+def test_killed_tracked_run_resumes_to_the_uninterrupted_result(script, data, tracked_reference, tmp_path, helpers):
+    argv = _argv(data, tmp_path / "ckpt", *TRACK)
+    exp = Path(parse_args(argv).exp_dir)
+    assert _kill_after_row(argv, exp, helpers, signal.SIGKILL) == -signal.SIGKILL
+    state = torch.load(exp / "checkpoint_last.pth", weights_only=True)
+    assert (state["generation"], state["generation_done"], state["gen_state"]["next_epoch"]) == (1, False, 2)
+    # the trackers' state is the checkpoint's: 12 examples, 3 epochs of generation 0 and 2 of generation 1
+    assert state["tracking"]["track"] == "forgetting,margin,ece,init_distance"
+    assert state["tracking"]["trackers"]["forgetting"]["state"]["presentations"].tolist() == [5] * 12
+    for other in (["--track", "forgetting"], []):  # other trackers, or none: one line, nothing touched
+        with pytest.raises(Exception, match=r"--resume: the run was started with --track 'forgetting,margin,ece,"):
+            script.main([*argv[:-2], *other, "--resume"])
+    script.main([*argv, "--resume"])
+    assert_same_run(exp, tracked_reference)  # the track/ values in metrics.jsonl and TensorBoard too
+    assert (exp / "tracked.npz").read_bytes() == (tracked_reference / "tracked.npz").read_bytes()
 
 
 def test_sigterm_says_so_keeps_the_checkpoint_and_exits_143(data, tmp_path, helpers):

@@ -353,7 +353,7 @@ def gather_batch(positions: torch.Tensor, logits: torch.Tensor, targets: torch.T
     if dist is None or not dist.enabled:
         return positions, logits, targets
     rows = torch.cat([logits.double(), targets.double().unsqueeze(1)], dim=1)
-    index, rows = gather_rows(positions, rows, dist)
+    index, rows = gather_rows(positions.to(rows.device), rows, dist)  # NCCL gathers device tensors only
     device = logits.device
     return index.to(device), rows[:, :-1].to(device, logits.dtype), rows[:, -1].to(device, torch.long)
 

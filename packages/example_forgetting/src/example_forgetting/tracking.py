@@ -9,25 +9,4 @@ rank feeds the same whole minibatch to its trackers; their states stay equal on 
 
 from __future__ import annotations
 
-from forgetting_common.distributed import Dist
-from forgetting_common.errors import UserError
-from forgetting_common.trackers import parse_track
 
-#: Trackers that read the network's own forward pass on the rank's inputs (hooks, a second pass):
-#: under several ranks each would see only its share of the minibatch.
-PER_RANK_TRACKERS = ("dead_units", "plasticity")
-
-
-def check_trackable(track: str | None, dist: Dist) -> None:
-    """Refuse, in one line from rank 0, the trackers a data-parallel run cannot feed whole minibatches.
-
-    Rank 0 raises; the other ranks stop at the next collective with "another rank failed"."""
-    if not track or not dist.enabled or not dist.is_main:
-        return
-    local = [name for name in parse_track(track) if name in PER_RANK_TRACKERS]
-    if local:
-        raise UserError(
-            f"--track {local[0]} is not available under torchrun: it reads the network's pass over each "
-            "process's share of a minibatch, not the whole minibatch; run it in one process (the other "
-            "trackers work under torchrun)"
-        )

@@ -30,7 +30,7 @@ from forgetting_common.errors import Terminated, UserError
 from forgetting_common.runlog import EMPTY_STATE, RunLog, progress
 from forgetting_common.seeding import make_generator
 from forgetting_common.stopping import DeferredStop
-from forgetting_common.trackers import COMPACT_FILE, TrackerSet, build_trackers
+from forgetting_common.trackers import COMPACT_FILE, TrackerSet, build_trackers, check_data_parallel
 
 from example_forgetting import checkpoint as ckpt
 from example_forgetting import data as D
@@ -41,7 +41,6 @@ from example_forgetting.models import MnistNet, build_cifar_model
 from example_forgetting.naming import BEST_ACC_SUFFIX, CHANGED_LABELS_SUFFIX, STATS_SUFFIX
 from example_forgetting.order import load_sorting
 from example_forgetting.stats import StatsRecorder
-from example_forgetting.tracking import check_trackable
 
 #: The prefix of the --track values in metrics.jsonl and TensorBoard (track/forgetting_events ...).
 TRACK_PREFIX = "track/"
@@ -161,7 +160,7 @@ def _train(config: Config, dist: Dist) -> RunResult:
     run_dir = out_dir / "runs" / name
     ckpt_path = run_dir / ckpt.CHECKPOINT_NAME
     parallel.say(dist, f"output folder: {out_dir} (run {name})", flush=True)
-    check_trackable(config.track, dist)  # before anything is written
+    check_data_parallel(config.track, dist.world_size, dist.is_main)  # before anything is written
     resumed = parallel.prepare_output(config, stats_path, run_dir, dist)
     device = dist.device
     is_cifar = isinstance(config, CifarConfig)

@@ -15,6 +15,7 @@ the checkpoint removed), then the run continues from the checkpoint's state.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -79,6 +80,30 @@ def find_resume(resume: str, exp_dir: Path) -> tuple[dict | None, dict | None]:
                     "(a dict with 'state_dict')")
 
 
+def _finished_summary(path: Path) -> bool:
+    try:
+        return bool(json.loads(path.read_text(encoding="utf-8")).get("finished"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def resume_decision(resume: str, exp_dir: Path) -> tuple[dict | None, dict | None, bool]:
+    """(our resume state, an original-style checkpoint, restart) for ``--resume`` in ``exp_dir``;
+    ``restart``: ``--resume`` found nothing saved yet, so the run starts again from nothing.
+    A finished run, or a run there without ``--resume``, is refused (finished results are never overwritten)."""
+    resume_state, start_ckpt = find_resume(resume, exp_dir)
+    if resume_state is not None and resume_state.get("finished"):
+        raise UserError(f"{exp_dir} holds a finished run; nothing to resume (choose another --name)")
+    restart = bool(resume) and resume_state is None and start_ckpt is None
+    if restart and _finished_summary(exp_dir / "summary.json"):
+        raise UserError(f"{exp_dir} holds a finished run (without its checkpoint); nothing to resume "
+                        "(choose another --name)")
+    if resume_state is None and (exp_dir / "config.json").exists() and not restart:
+        raise UserError(f"{exp_dir} already holds a run; pass --resume to continue it, or choose another "
+                        "--name or --checkpoints_dir (finished results are never overwritten)")
+    return resume_state, start_ckpt, restart
+
+
 #: torchvision's ImageNet weights for ``--pretrained imagenet``, by --arch.
 TORCHVISION_NAMES = {"Split_ResNet18": "resnet18", "Split_ResNet18Norm": "resnet18", "Split_ResNet34": "resnet34",
                      "Split_ResNet50": "resnet50", "Split_ResNet50Norm": "resnet50", "Split_ResNet101": "resnet101"}
@@ -138,15 +163,16 @@ def _log_bytes(log: logging.Logger) -> int:
 
 def save_resume(exp_dir: Path, *, model, log: logging.Logger, runlog: RunLog, csv_path: Path, generation: int,
                 done: bool, summary: dict[str, Any], gen: Generation | None = None, optimizer=None,
-                val_lr=None, finished: bool = False) -> None:
-    """Write ``checkpoint_last.pth`` atomically (the logs are flushed and measured first)."""
+                val_lr=None, finished: bool = False, tracking: dict | None = None) -> None:
+    """Write ``checkpoint_last.pth`` atomically (the logs are flushed and measured first);
+    ``tracking``: the ``--track`` trackers' state (:mod:`llf_ke.tracking`)."""
     state = {"kind": RESUME_KIND, "generation": generation, "generation_done": done, "finished": finished,
              "model": model.state_dict(), "requires_grad": requires_grad_flags(model), "rng": get_rng_state(),
              "summary": summary, "gen_state": gen.state_dict() if gen is not None else None,
              "optimizer": optimizer.state_dict() if optimizer is not None else None,
              "val_lr": val_lr.state_dict() if val_lr is not None else None,
              "csv": csv_path.read_text(encoding="utf-8") if csv_path.exists() else None,
-             "log_bytes": _log_bytes(log), "runlog": runlog.checkpoint_state()}
+             "log_bytes": _log_bytes(log), "runlog": runlog.checkpoint_state(), "tracking": tracking}
     atomic_torch_save(state, exp_dir / RESUME_FILE)
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from llf_ke.events_analysis import figure_events, measure_events, read_events, summary_events
+
 PACKAGE_DIR = Path(__file__).resolve().parents[2]
 TITLE = "Fortuitous forgetting: later-layer forgetting / KE (Zhou et al., 2022)"
 FLOWER = ["--weight_decay", "0.0001", "--arch", "Split_ResNet18", "--set", "Flower102", "--data", "$DATA_DIR", "--no_wandb"]
@@ -49,6 +51,23 @@ def _paper_grid() -> list[dict]:
                       "--set", "Flower102", "--data", "{data}", "--no_wandb", "--checkpoints_dir", "{out}",
                       "--init_seed", str(s), "--quiet"],
              "labels": {"arm": arm, "seed": s}} for arm in ("llf", "ke", "long") for s in (0, 1, 2)]
+
+
+TRACK = ["--track", "forgetting,margin"]
+
+
+def _events_digits_grid(generations: int, epochs: int, image_size: int, seeds: list[int]):
+    """The arms sweep's digits runs of LLF and KE (no long baseline: it has no reset), with ``--track``."""
+    arms = _digits_grid(generations, epochs, image_size, seeds)
+
+    def grid() -> list[dict]:
+        return [r if r["labels"]["arm"] == "data" else {**r, "args": [*r["args"], *TRACK]}
+                for r in arms() if r["labels"]["arm"] != "long"]
+    return grid
+
+
+def _events_paper_grid() -> list[dict]:
+    return [{**r, "args": [*r["args"], *TRACK]} for r in _paper_grid() if r["labels"]["arm"] != "long"]
 
 
 def read_curve(run: dict, out: Path) -> dict:
@@ -119,7 +138,20 @@ def paper() -> dict:
             "arms": {"grids": {"smoke": _digits_grid(2, 2, 16, [0]), "cpu": _digits_grid(5, 20, 16, [0, 1]),
                                "paper": _paper_grid},
                      "read": read_curve, "resume_args": ["--resume"]},
+            "events": {"grids": {"smoke": _events_digits_grid(2, 2, 16, [0]),
+                                 "cpu": _events_digits_grid(4, 10, 16, [0]), "paper": _events_paper_grid},
+                       "read": read_events, "resume_args": ["--resume"]},
         },
+        "analyses": [
+            {"name": "events_across_generations", "sweep": "events",
+             "question": "which examples does each later-layer reset make the network forget, are they relearned, "
+                         "and are they the ones Toneva would call forgettable?",
+             "source": "issue 19: Toneva et al.'s forgetting events (example_forgetting) across LLF/KE generations",
+             "measure": measure_events, "summary": summary_events, "figure": figure_events,
+             "data": {"smoke": "scikit-learn digits, 15 train/class, 16 px, 2 generations x 2 epochs, seed 0",
+                      "cpu": "scikit-learn digits, 15 train/class, 16 px, 4 generations x 10 epochs, seed 0",
+                      "paper": "Flowers-102 (--data), Split_ResNet18, 11 generations x 200 epochs, seeds 0-2"}},
+        ],
         "claims": [
             {**COMMON, "name": "llf_improves", "statement": "LLF: the last generation beats generation 0",
              "paper_value": "Flowers-102 ResNet18: 51.02 → 70.87 (N10)", "verdict": ("greater", "llf_last", "llf_gen0"),

@@ -21,6 +21,7 @@ from forgetting_common.cli import (
     positive_float,
 )
 from forgetting_common.errors import UserError
+from forgetting_common.trackers import TRACKER_NAMES, track_argument
 
 from llf_ke.models import ARCH_CHOICES, UNSUPPORTED_ARCHS
 
@@ -129,6 +130,8 @@ class Config:
     init_seed: int | None
     eval_after_reset: bool
     no_flip: bool
+    sync_bn: bool
+    track: str | None
     # ---- derived, as the original derived them
     user_name: str | None
     num_cls: int
@@ -222,6 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init_seed", type=int, default=None, help="seed every RNG once at start (no per-generation re-seeding)")
     p.add_argument("--eval_after_reset", action="store_true", help="also evaluate the test split right after each reset")
     p.add_argument("--no_flip", action="store_true", help="no random horizontal flip (e.g. for digits)")
+    p.add_argument("--sync_bn", action="store_true",
+                   help="under torchrun: BatchNorm statistics over the global batch, as one process computes them")
+    p.add_argument("--track", type=track_argument, default=None, metavar="NAME[,NAME...]",
+                   help="also measure these on the training batches (and the validation passes), per epoch, into "
+                   "metrics.jsonl, TensorBoard and <exp_dir>/tracked.npz, with each reset's forgotten examples "
+                   f"(never changes what is trained): {', '.join(TRACKER_NAMES)}")
     return p
 
 

@@ -22,7 +22,10 @@ from pathlib import Path
 
 import torch
 from forgetting_common.data import DatasetError, image_folder_split
-from torch.utils.data import DataLoader, Dataset
+from forgetting_common.distributed import Dist
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from llf_ke.ddp import RankShareBatchSampler, seed_worker_by_rank
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -230,8 +233,18 @@ class PairBatchSampler:
 
 
 def make_loader(dataset: Dataset, batch_size: int, *, train: bool, workers: int, pin: bool,
-                pairs: bool = False) -> DataLoader:
-    """Train: a fresh random permutation each epoch from torch's global RNG, last batch kept."""
+                pairs: bool = False, dist: Dist | None = None) -> DataLoader:
+    """Train: a fresh random permutation each epoch from torch's global RNG, last batch kept.
+
+    Several ranks (``dist``): the same global minibatches, drawn alike on every rank, each rank
+    loading its share of every one (:class:`~llf_ke.ddp.RankShareBatchSampler`).
+    """
+    if dist is not None and dist.enabled:
+        inner = (PairBatchSampler(dataset, batch_size) if pairs else
+                 BatchSampler(RandomSampler(dataset) if train else SequentialSampler(dataset), batch_size,
+                              drop_last=False))
+        return DataLoader(dataset, batch_sampler=RankShareBatchSampler(inner, dist, keep_empty=train, pairs=pairs),
+                          num_workers=workers, pin_memory=pin, worker_init_fn=seed_worker_by_rank(dist.rank))
     if pairs:
         return DataLoader(dataset, batch_sampler=PairBatchSampler(dataset, batch_size), num_workers=workers,
                           pin_memory=pin)
@@ -240,3 +253,13 @@ def make_loader(dataset: Dataset, batch_size: int, *, train: bool, workers: int,
 
 
 __all__ = ["Splits", "load_splits", "make_loader", "read_flowers102_raw", "read_ke_lists", "transforms_for", "resize_side"]
+
+
+def make_loaders(splits: Splits, cfg, dist: Dist) -> dict[str, DataLoader | None]:
+    """The run's train / val / test loaders (test only with ``--eval_tst``), each rank's share under torchrun."""
+    pin = dist.device.type == "cuda"
+    common = {"workers": cfg.num_threads, "pin": pin, "dist": dist}
+    return {"train": make_loader(splits.train, cfg.batch_size, train=True, pairs=cfg.cs_kd, **common),
+            "val": make_loader(splits.val, cfg.batch_size, train=False, **common),
+            "test": (make_loader(splits.test, cfg.batch_size, train=False, **common)
+                     if splits.test is not None and cfg.eval_tst else None)}

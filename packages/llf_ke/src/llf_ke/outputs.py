@@ -5,6 +5,7 @@ per-generation ``gen_<g>/<random>/<NNNN>_g<gpu>/`` folders with ``settings.txt``
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import random
@@ -16,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from forgetting_common.atomic import atomic_torch_save, atomic_write_text
 
 if TYPE_CHECKING:
+    import torch
+
     from llf_ke.cli import Config
 
 CSV_HEADER = ("Date Finished, Name, Split Rate, Bias Split Rate, Current Val Top 1, Current Val Top 5, "
@@ -65,6 +68,15 @@ def setup_logger(log_path: Path, append: bool) -> logging.Logger:
     return logger
 
 
+def silent_logger() -> logging.Logger:
+    """The logger of a rank other than 0 under torchrun: rank 0 alone writes the log."""
+    logger = logging.getLogger("llf_ke")
+    close_logger()
+    logger.propagate = False
+    logger.addHandler(logging.NullHandler())
+    return logger
+
+
 def close_logger() -> None:
     logger = logging.getLogger("llf_ke")
     for handler in list(logger.handlers):
@@ -106,3 +118,21 @@ def save_model_files(run_dir: Path, state: dict[str, Any], *, epoch: int, epochs
             os.replace(tmp, ckpt / "model_best.pth")
         else:
             atomic_torch_save(state, ckpt / "model_best.pth")
+
+
+def log_header(log: logging.Logger, cfg: Config, config: dict, restart: bool, splits, loaders: dict, model: torch.nn.Module,
+               dist, llf_percent: float | None, pretrained_note: str | None) -> None:
+    """The log's first lines of a new (or restarted) run: folder, configuration, data, processes, parameters."""
+    log.info("output folder %s: %s", cfg.exp_dir, "restarting (no checkpoint to resume)" if restart else "new run")
+    log.info("config: %s", json.dumps(config, sort_keys=True))
+    log.info("device %s; %d train / %d val / %s test images, %d classes", dist.device, len(splits.train),
+             len(splits.val), len(splits.test) if loaders["test"] is not None else "no", cfg.num_cls)
+    if dist.enabled:
+        log.info("%d processes (torchrun), each a share of every batch of %d%s", dist.world_size,
+                 cfg.batch_size, "; BatchNorm over the global batch (--sync_bn)" if cfg.sync_bn else "")
+    log.info("parameters (Split-Mask included): %d", sum(p.numel() for p in model.parameters()))
+    if llf_percent is not None:
+        log.info("RESETTING ENTIRE LAYERS from %r%s", cfg.reset_layer_name, " (reverse)" if cfg.reverse_reset else "")
+        log.info("resetting %.3f percent of parameters", llf_percent)
+    if pretrained_note is not None:
+        log.info("%s", pretrained_note)

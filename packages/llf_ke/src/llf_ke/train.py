@@ -8,7 +8,7 @@ the data and builds the network before anything is written, then hands over to
 
 from __future__ import annotations
 
-import json
+import gc
 import logging
 import random
 from pathlib import Path
@@ -18,37 +18,51 @@ import torch
 from forgetting_common.atomic import atomic_torch_save, atomic_write_json
 from forgetting_common.cli import config_dict
 from forgetting_common.device import resolve_device
+from forgetting_common.distributed import (
+    Dist,
+    barrier,
+    collective_failures,
+    init,
+    shutdown,
+    sync_buffers,
+    wrap_model,
+)
 from forgetting_common.errors import UserError
 from forgetting_common.runlog import EMPTY_STATE, RunLog, wandb_available
 from forgetting_common.seeding import seed_everything, set_rng_state
+from forgetting_common.trackers import check_data_parallel
 
 from llf_ke import epoch as passes
 from llf_ke import forgetting
 from llf_ke.checkpoint import (
     RESUME_FILE,
     Generation,
-    find_resume,
     generation_root,
     load_matching,
     pretrained_state,
+    resume_decision,
     rewind_outputs,
     save_resume,
     set_requires_grad,
 )
 from llf_ke.cli import Config
-from llf_ke.data import load_splits, make_loader
+from llf_ke.data import load_splits, make_loaders
+from llf_ke.ddp import SilentRunLog, sync_rng
 from llf_ke.models import Builder, build_model
 from llf_ke.optim import ValDependentLR, build_optimizer, lr_at, set_lr
 from llf_ke.outputs import (
     append_csv_row,
     close_logger,
     csv_row,
+    log_header,
     new_run_dir,
     save_model_files,
     setup_logger,
+    silent_logger,
     write_settings,
 )
 from llf_ke.plots import plot_run
+from llf_ke.tracking import RunTracking, check_resume_track, with_indices
 
 
 def _device(cfg: Config) -> torch.device:
@@ -64,29 +78,25 @@ def _builder(cfg: Config) -> Builder:
                    mode=cfg.mode, nonlinearity=cfg.nonlinearity)
 
 
-def _finished_summary(path: Path) -> bool:
-    try:
-        return bool(json.loads(path.read_text(encoding="utf-8")).get("finished"))
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
 def run(cfg: Config) -> dict[str, Any]:
-    """Run every generation of one experiment; return a summary (also written to summary.json)."""
-    device = _device(cfg)
+    """Run every generation of one experiment; return a summary (also written to summary.json).
+
+    Under torchrun every rank runs this; only rank 0 writes (see :mod:`llf_ke.ddp`).
+    """
+    dist = init(_device(cfg))
+    try:
+        with collective_failures(dist):  # a rank whose peer died stops with one line
+            return _run(cfg, dist)
+    finally:
+        shutdown()
+
+
+def _run(cfg: Config, dist: Dist) -> dict[str, Any]:
+    device = dist.device
     if not cfg.no_wandb and not wandb_available():
         raise UserError("W&B logging is on but wandb is not installed; pass --no_wandb (or install wandb)")
     exp_dir = Path(cfg.exp_dir)
-    resume_state, start_ckpt = find_resume(cfg.resume, exp_dir)
-    if resume_state is not None and resume_state.get("finished"):
-        raise UserError(f"{exp_dir} holds a finished run; nothing to resume (choose another --name)")
-    restart = bool(cfg.resume) and resume_state is None and start_ckpt is None  # nothing saved yet
-    if restart and _finished_summary(exp_dir / "summary.json"):
-        raise UserError(f"{exp_dir} holds a finished run (without its checkpoint); nothing to resume "
-                        "(choose another --name)")
-    if resume_state is None and (exp_dir / "config.json").exists() and not restart:
-        raise UserError(f"{exp_dir} already holds a run; pass --resume to continue it, or choose another "
-                        "--name or --checkpoints_dir (finished results are never overwritten)")
+    resume_state, start_ckpt, restart = resume_decision(cfg.resume, exp_dir)
 
     if cfg.fix_seed:
         seed_everything(cfg.seed)
@@ -94,17 +104,16 @@ def run(cfg: Config) -> dict[str, Any]:
         seed_everything(cfg.init_seed)
     else:
         torch.backends.cudnn.benchmark = True
+    sync_rng(dist)  # unseeded ranks start alike too: the model and the reset draws are rank 0's
 
     # Data first: a bad dataset stops the run before any folder is written.
     splits = load_splits(cfg.data, cfg.set, cfg.num_cls, cfg.image_size, flip=not cfg.no_flip)
+    check_data_parallel(cfg.track, dist.world_size, dist.is_main)
+    check_resume_track(cfg.track, resume_state)
+    splits = with_indices(splits, cfg.track)  # --track: the training batches carry their positions
     if cfg.set == "Folder":
         cfg = cfg.with_classes(splits.num_classes)
-    pin = device.type == "cuda"
-    loaders = {"train": make_loader(splits.train, cfg.batch_size, train=True, workers=cfg.num_threads, pin=pin,
-                                    pairs=cfg.cs_kd),
-               "val": make_loader(splits.val, cfg.batch_size, train=False, workers=cfg.num_threads, pin=pin),
-               "test": (make_loader(splits.test, cfg.batch_size, train=False, workers=cfg.num_threads, pin=pin)
-                        if splits.test is not None and cfg.eval_tst else None)}
+    loaders = make_loaders(splits, cfg, dist)
 
     model = build_model(cfg.arch, cfg.num_cls, _builder(cfg))
     resuming = resume_state is not None
@@ -121,37 +130,31 @@ def run(cfg: Config) -> dict[str, Any]:
     if cfg.reset_layer_name and not cfg.no_reset:
         llf_percent = forgetting.apply_llf_masks(model, cfg.reset_layer_name, cfg.reverse_reset)
 
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    if resuming or restart:
-        rewind_outputs(cfg, resume_state)
-    log = setup_logger(exp_dir / cfg.log_file, append=resuming)
-    if cfg.quiet:
-        for h in log.handlers:
-            if not isinstance(h, logging.FileHandler):
-                h.setLevel(logging.WARNING)
+    barrier(dist)  # every rank has checked its input before rank 0 writes anything
     config = config_dict(cfg.as_dict())
-    runlog = RunLog.create(exp_dir, config, resume=resuming or restart, tensorboard=True, quiet=cfg.quiet,
-                           resume_state=resume_state["runlog"] if resuming else EMPTY_STATE if restart else None,
-                           wandb=None if cfg.no_wandb else {"project": "fortuitous_forgetting", "group": "llf_ke",
-                                                             "name": cfg.exp_name})
+    if dist.is_main:
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        if resuming or restart:
+            rewind_outputs(cfg, resume_state)
+        log = setup_logger(exp_dir / cfg.log_file, append=resuming)
+        if cfg.quiet:
+            for h in log.handlers:
+                if not isinstance(h, logging.FileHandler):
+                    h.setLevel(logging.WARNING)
+        runlog = RunLog.create(exp_dir, config, resume=resuming or restart, tensorboard=True, quiet=cfg.quiet,
+                               resume_state=resume_state["runlog"] if resuming else EMPTY_STATE if restart else None,
+                               wandb=None if cfg.no_wandb else {"project": "fortuitous_forgetting", "group": "llf_ke",
+                                                                 "name": cfg.exp_name})
+    else:
+        log, runlog = silent_logger(), SilentRunLog(quiet=True)
     try:
         if resuming:  # the header is already in the (cut back) log file
             where = (f"generation {resume_state['generation'] + 1}, epoch 0" if resume_state["generation_done"]
                      else f"generation {resume_state['generation']}, epoch {resume_state['gen_state']['next_epoch']}")
             log.info("output folder %s: resuming from %s at %s", exp_dir, RESUME_FILE, where)
         else:
-            log.info("output folder %s: %s", exp_dir, "restarting (no checkpoint to resume)" if restart else "new run")
-            log.info("config: %s", json.dumps(config, sort_keys=True))
-            log.info("device %s; %d train / %d val / %s test images, %d classes", device, len(splits.train),
-                     len(splits.val), len(splits.test) if loaders["test"] is not None else "no", cfg.num_cls)
-            n_params = sum(p.numel() for p in model.parameters())
-            log.info("parameters (Split-Mask included): %d", n_params)
-            if llf_percent is not None:
-                log.info("RESETTING ENTIRE LAYERS from %r%s", cfg.reset_layer_name, " (reverse)" if cfg.reverse_reset else "")
-                log.info("resetting %.3f percent of parameters", llf_percent)
-            if pretrained_note is not None:
-                log.info("%s", pretrained_note)
-        training = Training(cfg, model, device, log, runlog, loaders, llf_percent)
+            log_header(log, cfg, config, restart, splits, loaders, model, dist, llf_percent, pretrained_note)
+        training = Training(cfg, model, device, log, runlog, loaders, llf_percent, dist)
         return training.run(resume_state, start_ckpt)
     finally:
         runlog.close()
@@ -162,8 +165,10 @@ class Training:
     """The generations of one run, with where it stands (for the message on Ctrl-C / SIGTERM)."""
 
     def __init__(self, cfg: Config, model: torch.nn.Module, device: torch.device, log: logging.Logger,
-                 runlog: RunLog, loaders: dict[str, Any], llf_percent: float | None) -> None:
+                 runlog: RunLog, loaders: dict[str, Any], llf_percent: float | None, dist: Dist | None = None) -> None:
         self.cfg, self.model, self.device, self.log, self.runlog = cfg, model, device, log, runlog
+        self.dist = dist if dist is not None else Dist(0, 1, 0, device)
+        self.net: torch.nn.Module = model  # what trains: the model, DDP-wrapped on several ranks
         self.loaders = loaders
         self.exp_dir = Path(cfg.exp_dir)
         self.csv_path = self.exp_dir / cfg.csv_name
@@ -172,6 +177,7 @@ class Training:
                                         "finished": False}
         self.generation, self.epoch = 0, 0
         self.saved: tuple[int, int | str] | None = None  # (generation, epoch or "end") of the last checkpoint
+        self.tracking: RunTracking | None = None  # --track
 
     def run(self, resume_state: dict | None, start_ckpt: dict | None) -> dict[str, Any]:
         cfg, model = self.cfg, self.model
@@ -195,6 +201,11 @@ class Training:
             optim_state = start_ckpt.get("optimizer")
             self.log.info("loaded model weights from --resume %s", cfg.resume)
         model.to(self.device)
+        if cfg.track:  # on the starting weights (or the checkpoint's, whose trackers carry their own)
+            self.tracking = RunTracking(cfg.track, model, self.device, len(self.loaders["train"].dataset), cfg.num_cls,
+                                        cfg.num_generations, self.dist)
+            if resume_state is not None:
+                self.tracking.load_state_dict(resume_state.get("tracking"))
         try:
             for g in range(start_gen, cfg.num_generations):
                 self.generation = g
@@ -220,6 +231,7 @@ class Training:
     def _begin_generation(self, g: int, gen: Generation) -> dict[str, float] | None:
         """Forget (g >= 1), make the generation's folder; return the optional after-reset test."""
         cfg, model, log = self.cfg, self.model, self.log
+        sync_rng(self.dist)  # the reset's draws: the same on every rank
         if g >= 1 and not cfg.no_reset:
             done = forgetting.forget(model, cfg)
             log.info("generation %d: re-initialised %d of %d masked weights (%.3f%%, evolve_mode %s)", g,
@@ -229,17 +241,18 @@ class Training:
                 log.info("generation %d: reset every BatchNorm layer", g)
             if cfg.freeze_non_reset and cfg.reset_layer_name:
                 log.info("generation %d: froze %d parameter tensors", g, done.frozen)
-        run_dir = new_run_dir(generation_root(self.exp_dir, cfg.log_dir, cfg.exp_name), g, cfg.gpu)
-        gen.run_dir = str(run_dir)
-        write_settings(run_dir, cfg)
-        if cfg.save_model:
-            atomic_torch_save({"epoch": 0, "arch": cfg.arch, "state_dict": model.state_dict()},
-                              run_dir / "checkpoints" / "init_model.state")
+        if self.dist.is_main:
+            run_dir = new_run_dir(generation_root(self.exp_dir, cfg.log_dir, cfg.exp_name), g, cfg.gpu)
+            gen.run_dir = str(run_dir)
+            write_settings(run_dir, cfg)
+            if cfg.save_model:
+                atomic_torch_save({"epoch": 0, "arch": cfg.arch, "state_dict": model.state_dict()},
+                                  run_dir / "checkpoints" / "init_model.state")
         after_reset = None
         if cfg.eval_after_reset and g >= 1 and self.loaders["test"] is not None:
             # forked RNG: the extra pass (its loader draws a seed) leaves the run's randomness as without it
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-                after_reset = passes.evaluate(model, self.loaders["test"], self.criterion, self.device)
+                after_reset = passes.evaluate(model, self.loaders["test"], self.criterion, self.device, self.dist)
             log.info("Test after reset (generation %d): top1 %.2f top5 %.2f", g, after_reset["top1"],
                      after_reset["top5"])
         if cfg.fix_seed:  # every generation sees the same data order and augmentations
@@ -247,6 +260,8 @@ class Training:
             torch.manual_seed(cfg.seed)
         for n, p in model.named_parameters():
             log.debug("requires_grad %s %s", n, p.requires_grad)
+        if self.tracking is not None:
+            self.tracking.start_generation()
         return after_reset
 
     def _end_generation(self, g: int, gen: Generation) -> None:
@@ -261,21 +276,28 @@ class Training:
                    "curr_tst_top1": row["test_top1"], "curr_tst_top5": row["test_top5"],
                    "best_tst_top1": gen.best_tst["top1"], "best_tst_top5": gen.best_tst["top5"],
                    "best_trn_top1": gen.best_trn["top1"], "best_trn_top5": gen.best_trn["top5"]}
-        append_csv_row(self.csv_path, csv_row(cfg.name, cfg.split_rate, cfg.bias_split_rate, numbers))
+        if self.dist.is_main:
+            append_csv_row(self.csv_path, csv_row(cfg.name, cfg.split_rate, cfg.bias_split_rate, numbers))
         self.log.info("generation %d done: val top1 %.2f, test top1 %s", g, row["val_top1"],
                       "-" if row["test_top1"] is None else f"{row['test_top1']:.2f}")
         last = g == cfg.num_generations - 1
         self.summary = {"name": cfg.name, "generations": [*self.summary["generations"], row],
                         "llf_reset_percent": self.summary["llf_reset_percent"], "finished": last}
-        atomic_write_json(self.exp_dir / "summary.json", self.summary)
-        plot_run(self.exp_dir, label=cfg.user_name or "run")
+        if self.dist.is_main:
+            if self.tracking is not None:
+                self.tracking.save(self.exp_dir)
+            atomic_write_json(self.exp_dir / "summary.json", self.summary)
+            plot_run(self.exp_dir, label=cfg.user_name or "run")
         self._checkpoint(g, done=True, finished=last)
 
     def _checkpoint(self, g: int, *, done: bool, gen: Generation | None = None, optimizer=None, val_lr=None,
                     finished: bool = False) -> None:
-        save_resume(self.exp_dir, model=self.model, log=self.log, runlog=self.runlog, csv_path=self.csv_path,
-                    generation=g, done=done, summary=self.summary, gen=gen, optimizer=optimizer, val_lr=val_lr,
-                    finished=finished)
+        if self.dist.is_main:
+            save_resume(self.exp_dir, model=self.model, log=self.log, runlog=self.runlog, csv_path=self.csv_path,
+                        generation=g, done=done, summary=self.summary, gen=gen, optimizer=optimizer,
+                        val_lr=val_lr, finished=finished,
+                        tracking=self.tracking.state_dict() if self.tracking is not None else None)
+        barrier(self.dist)  # no rank moves on (and may fail) while rank 0 is still writing it
         self.saved = (g, "end" if done else gen.next_epoch - 1)
 
     def _train_generation(self, g: int, gen: Generation, optim_state: dict | None, sched_state: dict | None,
@@ -290,6 +312,7 @@ class Training:
             except ValueError as err:
                 raise UserError(f"--resume: the optimizer state does not fit this model/optimizer ({err})") from err
         val_lr = ValDependentLR(cfg.lr) if cfg.lr_policy == "val_dependent_lr" else None
+        self._wrap()
         if val_lr is not None and sched_state is not None:
             val_lr.load_state_dict(sched_state)
         E = cfg.epochs
@@ -308,8 +331,11 @@ class Training:
                 def log_batch(i, nb, loss, epoch=epoch):
                     self.log.debug("generation %d epoch [%d][%d/%d] loss %.4f", g, epoch, i, nb, loss)
 
-                trn = passes.train_epoch(model, train_loader, self.criterion, optimizer, device, bar=bar,
-                                         log_batch=log_batch, cs_kd=cfg.cs_kd)
+                sync_rng(self.dist)  # the epoch's order: the same global batches on every rank
+                trn = passes.train_epoch(self.net, train_loader, self.criterion, optimizer, device, bar=bar,
+                                         log_batch=log_batch, cs_kd=cfg.cs_kd, dist=self.dist,
+                                         on_step=self.tracking.on_step if self.tracking is not None else None)
+                sync_buffers(model, self.dist)  # evaluate and save rank 0's BatchNorm statistics
                 # one row per epoch; its step is the global epoch, monotonic across generations.
                 # generation and epoch are counters: in metrics.jsonl, not drawn in TensorBoard.
                 record: dict[str, Any] = {"generation": g, "epoch": epoch, "train/lr": lr}
@@ -325,7 +351,7 @@ class Training:
                 inter = cfg.eval_intermediate_tst
                 if test_loader is not None and ((inter > 0 and (epoch + 1) % inter == 0)
                                                 or (inter == 0 and epoch == E - 1)):
-                    tst = passes.evaluate(model, test_loader, self.criterion, device)
+                    tst = passes.evaluate(model, test_loader, self.criterion, device, self.dist)
                     gen.curr_tst = tst
                     gen.best_tst["top1"] = max(gen.best_tst["top1"], tst["top1"])
                     gen.best_tst["top5"] = max(gen.best_tst["top5"], tst["top5"])
@@ -335,6 +361,8 @@ class Training:
                     # count as the equivalent generations (epochs / --eval_intermediate_tst)
                     record["test/generation"] = (epoch + 1) / inter - 1 if inter > 0 else g
                     record.update({f"test/{k}": v for k, v in tst.items()})
+                if self.tracking is not None:
+                    record.update(self.tracking.end_epoch(g, epoch, g * E + epoch))
                 self.runlog.log(record, step=g * E + epoch)
                 gen.next_epoch = epoch + 1
                 if validated and epoch < E - 1:
@@ -342,11 +370,28 @@ class Training:
         finally:
             bar.close()
 
+    def _wrap(self) -> None:
+        """DDP around the model, made anew each generation: which tensors train may have changed
+        (``--freeze_non_reset``), and DDP reduces the gradients of those it was built with."""
+        if not self.dist.enabled:
+            return
+        old, self.net = self.net, self.model
+        if old is not self.model:
+            remove = getattr(old, "_remove_autograd_hooks", None)
+            if remove is not None:
+                remove()
+            del old
+            gc.collect()  # the old wrapper's gradient hooks must be gone before the next backward pass
+        self.net = wrap_model(self.model, self.dist, sync_bn=self.cfg.sync_bn)
+
     def _validate(self, g: int, gen: Generation, epoch: int, trn: dict[str, float], optimizer,
                   val_lr: ValDependentLR | None) -> dict[str, float]:
         """Validate, update the trackers (and --save_model files); return the eval/ metrics."""
         cfg = self.cfg
-        val = passes.evaluate(self.model, self.loaders["val"], self.criterion, self.device)
+        val = passes.evaluate(self.model, self.loaders["val"], self.criterion, self.device, self.dist,
+                              on_logits=self.tracking.on_eval_batch if self.tracking is not None else None)
+        if self.tracking is not None:
+            self.tracking.eval_done()
         gen.curr_val = val
         is_best = val["top1"] > gen.best_val["top1"]
         gen.best_val["top1"] = max(gen.best_val["top1"], val["top1"])
@@ -357,7 +402,7 @@ class Training:
                       val["top5"], val["loss"])
         if val_lr is not None:
             val_lr.update(val["top1"])
-        if cfg.save_model:
+        if cfg.save_model and self.dist.is_main:
             state = {"epoch": epoch + 1, "arch": cfg.arch, "state_dict": self.model.state_dict(),
                      "best_acc1": gen.best_val["top1"], "best_acc5": gen.best_val["top5"],
                      "best_train_acc1": gen.best_trn["top1"], "best_train_acc5": gen.best_trn["top5"],

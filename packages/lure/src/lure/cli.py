@@ -26,12 +26,11 @@ from forgetting_common.cli import (
 )
 from forgetting_common.data import resolve_root
 from forgetting_common.errors import UserError
-from forgetting_common.trackers import TRACKER_NAMES, track_argument
+from forgetting_common.trackers import TRACKER_NAMES, check_data_parallel, track_argument
 
 from lure.data import DATASETS, DataSpec
 from lure.models import ARCHS
 from lure.replay import replay_mode
-from lure.tracking import check_trackable
 
 
 def build_parser(alma: bool = False) -> argparse.ArgumentParser:
@@ -308,7 +307,7 @@ def validate(cfg: Config) -> None:
         raise UserError("--lr and --state_lr must be positive")
     if cfg.gamma <= 0:
         raise UserError("--gamma must be positive")
-    check_trackable(cfg.track, int(os.environ.get("WORLD_SIZE") or 1))  # torchrun's world, before anything is written
+    check_data_parallel(cfg.track, int(os.environ.get("WORLD_SIZE") or 1))  # torchrun's world, before anything is written
     if cfg.arch == "mnistnet" and cfg.dataset not in ("mnist", "mnist5k"):
         raise UserError(f"--arch mnistnet is for 1-channel 28x28 digits (--dataset mnist or mnist5k), not {cfg.dataset}")
 

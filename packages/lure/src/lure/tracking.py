@@ -36,7 +36,6 @@ from forgetting_common.trackers import (
     TrackerSet,
     build_trackers,
     correct_and_margin,
-    parse_track,
 )
 from forgetting_common.trackers.base import write_npz
 from torch import nn
@@ -48,22 +47,9 @@ if TYPE_CHECKING:
     from lure.cli import Config
     from lure.train import RunContext
 
-#: Trackers that read the network's own pass over each rank's inputs (hooks, a second pass).
-PER_RANK_TRACKERS = ("dead_units", "plasticity")
 #: metrics.jsonl keys (and TensorBoard tags) of the tracked values: ``track/<key>``.
 TRACK_PREFIX = "track/"
 STATES_PREFIX = "states."
-
-
-def check_trackable(track: str | None, world_size: int) -> None:
-    """Refuse, in one line, a tracker a data-parallel run (``world_size`` > 1) cannot feed whole minibatches."""
-    if not track or world_size <= 1:
-        return
-    local = [name for name in parse_track(track) if name in PER_RANK_TRACKERS]
-    if local:
-        raise UserError(f"--track {local[0]} is not available under torchrun: it reads the network's pass over each "
-                        "process's share of a minibatch, not the whole minibatch; run it in one process (the other "
-                        "trackers work under torchrun)")
 
 
 class RunTracking:

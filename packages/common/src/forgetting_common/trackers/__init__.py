@@ -90,6 +90,26 @@ def parse_track(value: str) -> tuple[str, ...]:
     return tuple(n for n in TRACKER_NAMES if n in names)
 
 
+#: Trackers that read the network's own pass over the inputs (hooks, a second pass): under torchrun
+#: each process would see only its share of a minibatch, so a data-parallel run refuses them.
+PER_RANK_TRACKERS = ("dead_units", "plasticity")
+
+
+def check_data_parallel(track: str | None, world_size: int, is_main: bool = True) -> None:
+    """Refuse, in one line, a tracker a data-parallel run cannot feed whole minibatches.
+
+    Only the main rank raises (one line in all, not one per rank); the others then stop at their next
+    collective with "another rank failed". The other trackers take every rank's gathered logits
+    (:func:`forgetting_common.distributed.gather_batch`)."""
+    if not track or world_size <= 1 or not is_main:
+        return
+    local = [name for name in parse_track(track) if name in PER_RANK_TRACKERS]
+    if local:
+        raise UserError(f"--track {local[0]} is not available under torchrun: it reads the network's pass over each "
+                        "process's share of a minibatch, not the whole minibatch; run it in one process (the other "
+                        "trackers work under torchrun)")
+
+
 def track_argument(value: str) -> str:
     """The argparse ``type`` of ``--track``: the names in :data:`TRACKER_NAMES` order, comma-joined
     (so config.json and a resume's flag check see one spelling); an unknown name is a usage error."""
@@ -185,8 +205,8 @@ def build_trackers(names: str | tuple[str, ...] | None, *, n_examples: int | Non
 
 
 __all__ = [
-    "COMPACT_FILE", "TRACKER_NAMES", "DeadUnitsTracker", "ECETracker", "EffectiveRankTracker", "ForgettingCounts",
+    "COMPACT_FILE", "PER_RANK_TRACKERS", "TRACKER_NAMES", "DeadUnitsTracker", "ECETracker", "EffectiveRankTracker", "ForgettingCounts",
     "ForgettingTracker", "InitDistanceTracker", "MarginTracker", "PlasticityTracker", "Tracker", "TrackerSet",
-    "WeightRankTracker", "build_trackers", "correct_and_margin", "effective_rank", "load_forgetting_counts",
+    "WeightRankTracker", "build_trackers", "check_data_parallel", "correct_and_margin", "effective_rank", "load_forgetting_counts",
     "parse_track", "read_npz", "track_argument", "untracked_forward", "weight_rank", "write_npz",
 ]
