@@ -151,6 +151,24 @@ def _scalar(value: Any) -> Any:
     return value
 
 
+class SilentRunLog:
+    """What a process that must not write reports to (a torchrun rank other than 0): nothing.
+
+    It takes RunLog's calls (``log``, ``progress``, ``close``) so a training loop needs no branch;
+    rank 0's RunLog writes the run's metrics."""
+
+    quiet = True
+
+    def log(self, metrics: Any, step: int | None = None, *, prefix: str = "") -> None:
+        pass
+
+    def progress(self, iterable: Iterable | None = None, **kwargs: Any) -> tqdm:
+        return progress(iterable, quiet=True, **kwargs)
+
+    def close(self) -> None:
+        pass
+
+
 class RunLog:
     """An output folder with configuration, metrics, TensorBoard and optional W&B."""
 

@@ -18,10 +18,9 @@ import random
 
 import torch
 from forgetting_common.distributed import Dist, broadcast_object, rank_share
-from forgetting_common.runlog import progress
 from forgetting_common.seeding import get_rng_state, set_rng_state
 
-__all__ = ["RankShareBatchSampler", "SilentRunLog", "seed_worker_by_rank", "sync_rng"]
+__all__ = ["RankShareBatchSampler", "seed_worker_by_rank", "sync_rng"]
 
 
 def sync_rng(dist: Dist) -> None:
@@ -73,21 +72,6 @@ class RankShareBatchSampler:
                 self.sizes.append((0, global_n))
                 yield batch[:1] * (2 if self.pairs else 1)
 
-
-class SilentRunLog:
-    """What a rank other than 0 reports to: nothing (rank 0's RunLog writes the run's metrics)."""
-
-    def __init__(self, quiet: bool = True) -> None:
-        self.quiet = quiet
-
-    def log(self, metrics, step: int | None = None, *, prefix: str = "") -> None:
-        pass
-
-    def progress(self, iterable=None, **kwargs):
-        return progress(iterable, quiet=True, **kwargs)
-
-    def close(self) -> None:
-        pass
 
 
 def _seed_worker(rank: int, worker_id: int) -> None:  # noqa: ARG001 - the worker's seed already includes its id

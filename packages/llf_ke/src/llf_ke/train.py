@@ -28,7 +28,7 @@ from forgetting_common.distributed import (
     wrap_model,
 )
 from forgetting_common.errors import UserError
-from forgetting_common.runlog import EMPTY_STATE, RunLog, wandb_available
+from forgetting_common.runlog import EMPTY_STATE, RunLog, SilentRunLog, wandb_available
 from forgetting_common.seeding import seed_everything, set_rng_state
 from forgetting_common.trackers import check_data_parallel
 
@@ -47,7 +47,7 @@ from llf_ke.checkpoint import (
 )
 from llf_ke.cli import Config
 from llf_ke.data import load_splits, make_loaders
-from llf_ke.ddp import SilentRunLog, sync_rng
+from llf_ke.ddp import sync_rng
 from llf_ke.models import Builder, build_model
 from llf_ke.optim import ValDependentLR, build_optimizer, lr_at, set_lr
 from llf_ke.outputs import (
@@ -146,7 +146,7 @@ def _run(cfg: Config, dist: Dist) -> dict[str, Any]:
                                wandb=None if cfg.no_wandb else {"project": "fortuitous_forgetting", "group": "llf_ke",
                                                                  "name": cfg.exp_name})
     else:
-        log, runlog = silent_logger(), SilentRunLog(quiet=True)
+        log, runlog = silent_logger(), SilentRunLog()
     try:
         if resuming:  # the header is already in the (cut back) log file
             where = (f"generation {resume_state['generation'] + 1}, epoch 0" if resume_state["generation_done"]

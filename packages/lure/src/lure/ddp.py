@@ -17,7 +17,6 @@ import warnings
 from collections.abc import Iterator
 
 from forgetting_common.distributed import Dist, rank_share
-from forgetting_common.runlog import progress
 
 
 def batch_share(n: int, dist: Dist | None) -> slice:
@@ -35,16 +34,3 @@ def only_main_speaks(dist: Dist) -> Iterator[None]:
             warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
-
-
-class SilentRunLog:
-    """What a rank other than 0 reports to: nothing (rank 0's RunLog writes the run's metrics)."""
-
-    def log(self, metrics, step: int | None = None, *, prefix: str = "") -> None:
-        pass
-
-    def progress(self, iterable=None, **kwargs):
-        return progress(iterable, quiet=True, **kwargs)
-
-    def close(self) -> None:
-        pass

@@ -40,7 +40,7 @@ from forgetting_common.distributed import (
     wrap_model,
 )
 from forgetting_common.errors import UserError
-from forgetting_common.runlog import RunLog, wandb_available
+from forgetting_common.runlog import RunLog, SilentRunLog, wandb_available
 from forgetting_common.safeload import load_checkpoint
 from forgetting_common.seeding import Generators, seed_everything, set_rng_state
 from torch import nn
@@ -49,7 +49,7 @@ from lure import checkpoint, report, tracking
 from lure.checkpoint import StateProgress
 from lure.cli import Config, resolved_config
 from lure.data import AnytimeData, load_data
-from lure.ddp import SilentRunLog, batch_share, only_main_speaks
+from lure.ddp import batch_share, only_main_speaks
 from lure.metrics import accuracy_loss, calibration_metrics, predict
 from lure.models import build_model
 from lure.replay import ReplayPlan, replay_mode
