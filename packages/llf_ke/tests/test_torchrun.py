@@ -13,13 +13,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from forgetting_common.runlog import read_metrics
+from forgetting_common.testing import torchrun
 from llf_ke.cli import parse_args
 from llf_ke.fake import write_fake_folder_set
 from llf_ke.outputs import read_csv
@@ -29,13 +28,6 @@ SCRIPT = TESTS.parent / "train_KE_cls.py"
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                                 reason="torch.distributed with gloo is needed")
-
-
-def torchrun(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("WORLD_SIZE", None)
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def _load_step():

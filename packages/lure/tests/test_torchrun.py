@@ -11,30 +11,18 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from forgetting_common.runlog import read_metrics
+from forgetting_common.testing import torchrun
 
 TESTS = Path(__file__).resolve().parent
 PACKAGE = TESTS.parent
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                                 reason="torch.distributed with gloo is needed")
-
-
-def torchrun(args: list, cwd: Path, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    full_env.pop("WORLD_SIZE", None)
-    # "--" ends torchrun's own options: without it torchrun refuses the original's --run as an
-    # ambiguous abbreviation of its --run-path (pytorch/pytorch#120601)
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "--", *map(str, args)], cwd=cwd, env=full_env, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 def _load_step():

@@ -57,6 +57,20 @@ def run_until_then_kill(
             proc.stderr.close()
 
 
+def torchrun(args: Sequence[object], cwd: str | os.PathLike[str], env: dict[str, str] | None = None,
+             timeout: float = 240, nproc: int = 2) -> subprocess.CompletedProcess:
+    """``python -m torch.distributed.run --standalone --nproc_per_node nproc -- args...`` on the CPU.
+
+    One thread per process (the ranks share the machine's cores) and no inherited ``WORLD_SIZE``;
+    ``--`` ends torchrun's own options, so an original flag such as ``--run`` is never read as an
+    abbreviation of torchrun's ``--run-path`` (pytorch/pytorch#120601)."""
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    full_env.pop("WORLD_SIZE", None)
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                           str(nproc), "--", *map(str, args)], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
 def exists(path: str | os.PathLike[str]) -> Callable[[], bool]:
     """A kill condition: ``path`` exists (say, the first checkpoint)."""
     target = Path(path)
