@@ -6,10 +6,12 @@ each is kept):
 
 * ``bare``: the bare eager loop of the same network at batch size 1 (forward, cross-entropy,
   backward, ``torch.optim.SGD``), no statistics: the floor;
-* ``ours``: the real ``upgd.train.run_stats`` as the CLI runs it (statistics every step = the
-  faithful seed line, on a second thread, exact rank certificate);
-* ``process``: the same with ``--stats_worker process`` (the statistics in a forked process fed
-  through shared memory, out of reach of the interpreter lock);
+* ``ours``: the real ``upgd.train.run_stats`` as the CLI runs it on a busy machine (statistics every
+  step = the faithful seed line, on a second thread, the noise drawn ahead on a third, exact rank
+  certificate): ``--stats_worker thread``;
+* ``process``: the same with ``--stats_worker process`` (the statistics and the noise each in a
+  forked process fed through shared memory, out of reach of the interpreter lock), what the
+  default ``--stats_worker auto`` takes for a run of 20,000 samples or more when two cores are idle;
 * ``previous``: the same loop as it was before (statistics inline on one thread, the rank
   recomputed by eigvalsh/``matrix_rank`` at every step).
 
@@ -116,7 +118,7 @@ def _run_stats_once(task: str, network: str, learner: str, steps: int, seed: int
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Config(task=task, learner=learner, network=network, seed=seed, n_samples=steps,
                      save_path=tmp, hps=hps_for(learner), fake_data=True, quiet=True, tensorboard=False,
-                     overlap=overlap, stats_worker=worker, checkpoint_every=0)
+                     overlap=overlap, stats_worker=worker, checkpoint_every=0)  # worker: never auto here
         patched = upgd.train.weight_and_grad_stats
         if previous:  # no rank cache: eigvalsh of the Gram matrix / matrix_rank at every step, as before
             upgd.train.weight_and_grad_stats = lambda net, cache=None: weight_and_grad_stats(net, None)

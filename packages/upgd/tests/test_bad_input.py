@@ -190,7 +190,7 @@ BAD_INPUT = [
      "run_stats.py: error: --checkpoint_every -5: must be at least 0", 2),
     ("bad 0/1 value", ["--fake_data", "maybe"], "run_stats.py: error: --fake_data 'maybe': expected 0/1", 2),
     ("unknown choice", ["--utility_max", "best"], "run_stats.py: error: --utility_max 'best': use raw", 2),
-    ("unknown worker", ["--stats_worker", "gpu"], "run_stats.py: error: --stats_worker 'gpu': use thread or process", 2),
+    ("unknown worker", ["--stats_worker", "gpu"], "run_stats.py: error: --stats_worker 'gpu': use auto, thread or process", 2),
     ("unknown learner", ["--learner", "upgd"], "run_stats.py: error: unknown learner 'upgd'; valid learners:", 2),
     ("unknown network", ["--network", "resnet"], "run_stats.py: error: unknown network 'resnet'", 2),
     ("network without hooks", ["--network", "fully_connected_relu"],

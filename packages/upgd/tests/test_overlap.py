@@ -11,6 +11,7 @@ import torch
 import upgd.train
 from upgd.cli import Config
 from upgd.optim.noise import NoisePrefetcher
+from upgd.optim.noise_process import NoiseProcess
 from upgd.stats import RankCache, weight_and_grad_stats
 from upgd.train import run_plain, run_stats
 
@@ -87,9 +88,11 @@ def test_run_plain_with_noise_ahead_equals_without(tmp_path):
     assert run(True) == run(False)
 
 
-def test_noise_prefetcher_gives_the_straightforward_sequence():
+@pytest.mark.parametrize("prefetcher", [NoisePrefetcher, NoiseProcess])
+def test_noise_prefetcher_gives_the_straightforward_sequence(prefetcher):
     """Changing shapes, extra and missing draws, whole-step and single draws, and the states a
-    checkpoint stores, all match drawing directly from the generator."""
+    checkpoint stores, all match drawing directly from the generator (the thread, and the process
+    that hands over to the thread when a step asks for something else)."""
     sigma = 0.001
     plan = [[(3, 4), (5,)]] * 4 + [[(3, 4)], [(3, 4), (5,), (2,)], [(7,)], [], [(3, 4), (5,)], [(3, 4), (5,)]]
     direct = torch.Generator().manual_seed(11)
@@ -98,7 +101,7 @@ def test_noise_prefetcher_gives_the_straightforward_sequence():
         states.append(direct.get_state())
         expected.append([torch.randn(s, generator=direct).mul_(sigma) for s in shapes])
     gen = torch.Generator().manual_seed(11)
-    ahead = NoisePrefetcher(gen, depth=2)
+    ahead = prefetcher(gen, depth=2)
     try:
         for k, shapes in enumerate(plan):
             assert torch.equal(ahead.generator_state(), states[k])  # what a checkpoint stores
@@ -109,6 +112,118 @@ def test_noise_prefetcher_gives_the_straightforward_sequence():
         assert torch.equal(ahead.generator_state(), direct.get_state())
     finally:
         ahead.close()
+
+
+def _direct_noise(seed, plan, sigma):
+    direct = torch.Generator().manual_seed(seed)
+    expected, states = [], []
+    for shapes in plan:
+        states.append(direct.get_state())
+        expected.append([torch.randn(s, generator=direct).mul_(sigma) for s in shapes])
+    return expected, states, direct
+
+
+def test_noise_process_draws_the_straightforward_sequence_and_survives_a_reset():
+    """The process draws ahead (conv-net shapes: the vectorised sampler and the scalar tail), the
+    caller may change the tensors it got, a checkpoint's state between steps is the straightforward
+    one, a reset and a restored state continue the sequence, and a step asking for more hands over
+    to the thread at the right place."""
+    import os
+
+    sigma = 0.01
+    shapes = [(6, 3, 5, 5), (6,), (16, 6, 5, 5), (16,), (120, 400), (120,), (10, 84), (10,)]
+    plan = [shapes] * 14 + [shapes + [(3,)]] + [shapes] * 3
+    expected, states, direct = _direct_noise(5, plan, sigma)
+    gen = torch.Generator().manual_seed(5)
+    ahead = NoiseProcess(gen, depth=3)
+    pids = set()
+    try:
+        k = 0
+        while k < len(plan):
+            assert torch.equal(ahead.generator_state(), states[k])
+            likes = [torch.empty(s) for s in plan[k]]
+            got = ahead.randn_all(likes, sigma) if k % 3 else [ahead.randn(like, sigma) for like in likes]
+            assert all(torch.equal(a, b) for a, b in zip(got, expected[k], strict=True)), k
+            for t in got:  # the optimizer scales and adds into what it gets
+                t.mul_(3.0)
+            ahead.step_done()
+            pids.add(ahead.pid)
+            if k == 8:  # a resume: drop what was drawn, load a checkpoint's state, go on
+                ahead.reset()
+                gen.set_state(states[k + 1])
+            k += 1
+        assert torch.equal(ahead.generator_state(), direct.get_state())
+        assert len(pids - {None}) == 2 and ahead.fallback is not None  # two children, then the thread
+    finally:
+        ahead.close()
+    for pid in pids - {None}:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reaped
+
+
+def test_noise_process_that_dies_is_one_clear_error():
+    import os
+    import signal
+
+    gen = torch.Generator().manual_seed(0)
+    ahead = NoiseProcess(gen, depth=2)
+    try:
+        like = [torch.empty(40)]
+        ahead.randn_all(like, 1.0)
+        ahead.step_done()
+        for _ in range(3):  # the child has filled both slots and waits
+            ahead.randn_all(like, 1.0)
+            ahead.step_done()
+        os.kill(ahead.pid, signal.SIGKILL)
+        with pytest.raises(RuntimeError, match="the noise process ended unexpectedly"):
+            for _ in range(4):
+                ahead.randn_all(like, 1.0)
+                ahead.step_done()
+        assert ahead.pid is None
+    finally:
+        ahead.close()
+
+
+def test_run_stats_with_the_noise_process_equals_inline(tmp_path, monkeypatch):
+    """--stats_worker process: the statistics and the noise each in a forked process; the result
+    and every per-step value as the inline loop's, and the noise really came from a child."""
+    import upgd.optim.noise_process as noise_process
+
+    starts = []
+    real_start = noise_process.NoiseProcess._start
+
+    def start(self, keys):
+        real_start(self, keys)
+        starts.append(self.pid)
+
+    monkeypatch.setattr(noise_process, "usable", lambda generator: True)
+    monkeypatch.setattr(noise_process.NoiseProcess, "_start", start)
+    fast, fast_steps = _run(tmp_path, True, monkeypatch, learner="usgd", n=150, worker="process")
+    assert len(starts) == 1 and starts[0] is not None
+    inline, inline_steps = _run(tmp_path, False, monkeypatch, learner="usgd", n=150)
+    assert fast == inline
+    assert all(torch.equal(a, b) for a, b in zip(fast_steps, inline_steps, strict=True))
+
+
+def test_rank_cache_renews_only_the_slices_that_drifted():
+    """Conv slices drifting at very different speeds, some pushed next to the tolerance: every rank
+    is torch.linalg.matrix_rank's, and most steps renew a few slices, not the whole kernel."""
+    gen = torch.Generator().manual_seed(1)
+    cache = RankCache()
+    w = torch.randn(16, 6, 5, 5, generator=gen) * 0.1
+    w[0, 0] = torch.outer(torch.randn(5, generator=gen), torch.randn(5, generator=gen))
+    w[1, 1] = 0
+    whole = 0
+    for step in range(400):
+        w += torch.randn(w.shape, generator=gen) * torch.rand(16, 6, 1, 1, generator=gen) ** 4 * 0.05
+        if step % 50 == 0:
+            u, s, vh = torch.linalg.svd(w[2, 3].double())
+            s[-1] = s[0] * 5 * 1.1920929e-07 * (1 + (step % 3 - 1) * 0.3)  # at, below, above the tolerance
+            w[2, 3] = (u @ torch.diag(s) @ vh).float()
+        before = cache.refs.get("c", (None,))[0]
+        assert torch.equal(cache.rank("c", w), torch.linalg.matrix_rank(w)), step
+        whole += cache.refs.get("c", (None,))[0] is not before
+    assert whole < 40
 
 
 def test_rank_cache_equals_matrix_rank_along_a_drifting_run():
@@ -283,3 +398,42 @@ def test_stats_process_without_room_in_shared_memory_runs_on_the_thread(tmp_path
     thread = Config(**{**cfg.__dict__, "stats_worker": "thread", "save_path": str(tmp_path / "t"), "quiet": True})
     _, expected = run_stats(thread)
     assert {k: v for k, v in content.items() if k != "run_info"} == {k: v for k, v in expected.items() if k != "run_info"}
+
+
+def test_stats_worker_auto_takes_the_processes_only_with_two_idle_cores(monkeypatch):
+    import upgd.stats_process as sp
+
+    monkeypatch.setattr(sp.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    loads = {"idle": [3.0, 5.0, 100.0, 100.0], "busy": [90.0, 60.0, 100.0, 100.0]}  # cores 0-1 idle / not
+    for state, expected in (("idle", "process"), ("busy", "thread")):
+        monkeypatch.setattr(sp.psutil, "cpu_percent", lambda interval, percpu, s=state: loads[s])
+        assert sp.choose("auto", 1_000_000) == expected
+    assert sp.choose("auto", sp.AUTO_MIN_SAMPLES - 1) == "thread"  # short runs: no fork, no look at the cores
+    assert sp.choose("thread", 10**6) == "thread" and sp.choose("process", 10) == "process"
+    monkeypatch.setattr(sp.os, "sched_getaffinity", lambda pid: {0})
+    assert sp.choose("auto", 1_000_000) == "thread"
+
+
+def test_noise_process_ends_when_its_parent_is_gone():
+    """The parent's end of the pipe closed without a word (what the kernel does when it dies): the
+    child, waiting to refill slots, exits by itself."""
+    import os
+
+    ahead = NoiseProcess(torch.Generator().manual_seed(0), depth=2)
+    like = [torch.empty(30)]
+    ahead.randn_all(like, 1.0)
+    ahead.step_done()
+    pid = ahead.pid
+    os.close(ahead.free_w)
+    os.close(ahead.ready_r)
+    ahead.pid = ahead.free_w = ahead.ready_r = None
+    for _ in range(200):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the noise process outlived its parent's pipe by 10 s")
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

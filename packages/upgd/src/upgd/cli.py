@@ -51,7 +51,7 @@ class Config:
     save_model_dir: str | None = None
     stats_every: int = 1
     overlap: bool = True  # noise ahead and statistics on helpers (same values; CPU only)
-    stats_worker: str = "thread"  # where run_stats' statistics go with overlap: a thread or a forked process
+    stats_worker: str = "auto"  # with overlap: statistics and noise on threads, in forked processes, or auto
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     quiet: bool = False
     overwrite: bool = False
@@ -77,7 +77,7 @@ EXTENSIONS = {
     "save_model_dir": None,
     "stats_every": "1",
     "overlap": "1",
-    "stats_worker": "thread",
+    "stats_worker": "auto",
     "device": "auto",
     "checkpoint_every": str(DEFAULT_EVERY),
     "utility_max": "raw",
@@ -176,8 +176,8 @@ def parse(argv: Sequence[str]) -> tuple[Config, dict, dict[str, bool]]:
     utility_max = ext["utility_max"]
     if utility_max not in ("raw", "corrected"):
         raise UserError(f"--utility_max {utility_max!r}: use raw (the original) or corrected")
-    if ext["stats_worker"] not in ("thread", "process"):
-        raise UserError(f"--stats_worker {ext['stats_worker']!r}: use thread or process")
+    if ext["stats_worker"] not in ("auto", "thread", "process"):
+        raise UserError(f"--stats_worker {ext['stats_worker']!r}: use auto, thread or process")
     if ext["data_source"] not in ("real", "synthetic"):
         raise UserError(f"--data_source {ext['data_source']!r}: use real or synthetic")
     limit = ext["dataset_limit"] if ext["dataset_limit"] is not None else ext["train_limit"]

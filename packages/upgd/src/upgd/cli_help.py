@@ -73,9 +73,11 @@ extensions (defaults keep the original behaviour):
   --overlap 0|1        on the CPU, draw the next step's noise on a helper thread and (run_stats)
                        compute step t's statistics beside the next step's training (default 1;
                        the values are the same as with 0)
-  --stats_worker thread|process   where run_stats' statistics go with --overlap 1: a helper
-                       thread (default) or a forked process fed through shared memory (Linux;
-                       elsewhere the thread); the values are the same
+  --stats_worker auto|thread|process   where the helpers of --overlap 1 run: run_stats'
+                       statistics and the noise drawn ahead on threads, or each in a forked
+                       process fed through shared memory (Linux); auto (default): the processes
+                       when the run has 20000 samples or more and two of its cores are idle,
+                       otherwise the threads; the values are the same
   --dataset_limit N    use the first N training samples (alias --train_limit)
   --fake_data 0|1      random tensors of the task's shapes (alias --data_source real|synthetic)
   --save_model_dir DIR save the network every 100000 samples and at the end (the student's

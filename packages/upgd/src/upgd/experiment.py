@@ -16,6 +16,7 @@ from forgetting_common.atomic import atomic_torch_save, atomic_write_text, json_
 from forgetting_common.errors import UserError
 from forgetting_common.seeding import make_generator, seed_everything
 
+from upgd import stats_process
 from upgd.checkpoint import Checkpointer, note, open_run
 from upgd.data import build_task
 from upgd.hesscale import backward_with_hesscale
@@ -90,8 +91,11 @@ class Experiment:
         self.criterion_kind = self.task.criterion
         self.criterion = criterion(self.criterion_kind)
         self.input_shape = (1, *self.net.input_shape)
-        if cfg.overlap and cfg.device.type == "cpu":
-            self.optimizer.prefetch_noise()
+        #: where the helpers run: "thread" or "process" (--stats_worker auto decided here, once)
+        overlap = cfg.overlap and cfg.device.type == "cpu"
+        self.worker = stats_process.choose(cfg.stats_worker, cfg.n_samples) if overlap else "thread"
+        if overlap:
+            self.optimizer.prefetch_noise(process=self.worker == "process")
             weakref.finalize(self, self.optimizer.close)  # the helper thread ends with the experiment
 
     def close(self) -> None:

@@ -68,8 +68,16 @@ class RankCache:
         if ref is not None and ref[0].shape == w.shape:
             reference, ranks, limit = ref
             delta = torch.linalg.vector_norm(torch.sub(w, reference), dim=(-2, -1), dtype=torch.float64)
-            if float(delta) < limit if w.dim() == 2 else bool((delta < limit).all()):
-                return ranks
+            if w.dim() == 2:
+                if float(delta) < limit:
+                    return ranks
+            else:
+                stale = delta >= limit
+                if not bool(stale.any()):
+                    return ranks
+                renewed = self._renew_slices(name, w, stale)
+                if renewed is not None:
+                    return renewed
         certified = self._renew(w)
         if certified is None:  # a singular value near the tolerance: the exact routine decides, nothing cached
             self.refs.pop(name, None)
@@ -77,6 +85,24 @@ class RankCache:
         ranks, radius = certified
         limit = radius / self.SLACK
         self.refs[name] = (w.clone(), ranks, float(limit) if w.dim() == 2 else limit)
+        return ranks
+
+    def _renew_slices(self, name: str, w: torch.Tensor, stale: torch.Tensor) -> torch.Tensor | None:
+        """Renew only the slices of a batch whose certificate ran out (a conv kernel's 5×5 slices
+        drift at different speeds: mostly one or two of them); None if one of them lies near the
+        tolerance, which the whole batch's path then decides. Each slice's rank and tolerance are
+        its own (``matrix_rank`` of a batch is per matrix), so the ranks are the same."""
+        index = stale.nonzero(as_tuple=True)
+        certified = self._renew(w[index])
+        if certified is None:
+            return None
+        reference, ranks, limit = self.refs[name]
+        sub_ranks, radius = certified
+        ranks = ranks.clone()  # the old tensor may still be read by whoever it was returned to
+        ranks[index] = sub_ranks
+        reference[index] = w[index]
+        limit[index] = radius / self.SLACK
+        self.refs[name] = (reference, ranks, limit)
         return ranks
 
     def _renew(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:

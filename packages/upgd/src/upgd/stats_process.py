@@ -34,6 +34,7 @@ import struct
 import traceback
 from collections.abc import Callable
 
+import psutil
 import torch
 
 from upgd.stats import RankCache
@@ -42,6 +43,30 @@ MESSAGE = struct.Struct("qqq")  # slot (or a command), step, weight statistics d
 DRAIN, STOP = -1, -2
 ERROR = -3  # child -> parent: a failure; the message's second field is the length of its text
 MAX_DEPTH, MEMORY = 8, 32 << 20  # slots: at most 8, at most 32 MiB of weights and gradients (at least 4)
+
+
+#: ``--stats_worker auto`` keeps shorter runs on the threads: a fork and the look at the cores cost more
+#: than they save there
+AUTO_MIN_SAMPLES = 20_000
+
+
+def choose(setting: str, n_samples: int) -> str:
+    """``thread`` or ``process`` for ``--stats_worker setting`` (``auto``: the processes where two of
+    the run's cores are idle now; on a busy machine the threads lose less to the scheduler: README,
+    "Speed")."""
+    if setting != "auto":
+        return setting
+    if n_samples < AUTO_MIN_SAMPLES or not available():
+        return "thread"
+    try:
+        cores = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return "thread"
+    if len(cores) < 2:
+        return "thread"
+    busy = psutil.cpu_percent(interval=0.25, percpu=True)
+    idle = sum(100.0 - busy[c] for c in cores if c < len(busy)) / 100.0
+    return "process" if idle >= 1.5 else "thread"
 
 
 def available() -> bool:
@@ -70,7 +95,7 @@ def shared_memory_free(path: str = "/dev/shm") -> int | None:
     return st.f_bavail * st.f_frsize
 
 
-class _Arena:
+class SharedArena:
     """One shared-memory buffer per dtype, cut into 64-byte-aligned tensors (one file descriptor
     each, however many slots: torch keeps one open per shared storage)."""
 
@@ -98,7 +123,7 @@ class _Slot:
     of the shared arena."""
 
     def __init__(self, factory: Callable[[], torch.nn.Module], params: list[torch.nn.Parameter],
-                 example: tuple[torch.Tensor, ...], arena: _Arena) -> None:
+                 example: tuple[torch.Tensor, ...], arena: SharedArena) -> None:
         self.net = factory()
         self.net.requires_grad_(False)
         self.named = [(module, name) for module in self.net.modules() for name in module._parameters
@@ -153,7 +178,7 @@ class StatsProcess:
         self.params = list(net.parameters())
         depth = default_depth(self.params) if depth is None else depth
         self.sources = [p.detach() for p in self.params]  # views: they follow the in-place updates
-        arena = _Arena()
+        arena = SharedArena()
         self.slots = [_Slot(factory, self.params, example, arena) for _ in range(depth)]
         views = arena.build()
         for slot in self.slots:

@@ -100,7 +100,7 @@ def run_stats(cfg: Config, config_for_log: dict | None = None) -> tuple[Path, di
     if trackers:  # before the result: a finished result always has its tracked values beside it
         trackers.save_compact(runlog_dir(cfg, net.name) / COMPACT_FILE)
     write_result(path, content)
-    log.write_json("summary.json", {"result": str(path), **content["run_info"]})
+    log.write_json("summary.json", {"result": str(path), **content["run_info"], "stats_worker": exp.worker})
     log.close()
     ck.finish()
     return path, content
@@ -139,7 +139,7 @@ def _stats_loop(cfg: Config, exp: Experiment, log, ck: Checkpointer, series: dic
     if cfg.overlap and cfg.device.type == "cpu":
         factory = lambda: build_network(cfg.network, exp.task.n_inputs, exp.task.n_outputs)  # noqa: E731
         with torch.random.fork_rng(devices=[]):  # building the copies must not move the global RNG
-            if cfg.stats_worker == "process" and _process_fits(cfg, net, series):
+            if exp.worker == "process" and _process_fits(cfg, net, series):
                 for tensor in series.values():  # the child writes the values where the loop reads them
                     tensor.share_memory_()
                 example = (torch.zeros(exp.input_shape), torch.zeros(1, dtype=torch.int64),

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 import torch
 
+from upgd.optim import noise_process
 from upgd.optim.noise import NoisePrefetcher
 
 
@@ -27,13 +28,17 @@ class NamedOptimizer:
         self.generator = generator
         self.state: list[dict[str, torch.Tensor]] = [{} for _ in self.params]
         self.t = 0
-        self.prefetcher: NoisePrefetcher | None = None
+        self.prefetcher: NoisePrefetcher | noise_process.NoiseProcess | None = None
 
-    def prefetch_noise(self) -> None:
-        """Draw each step's noise ahead on a helper thread (same values; see :mod:`upgd.optim.noise`).
+    def prefetch_noise(self, process: bool = False) -> None:
+        """Draw each step's noise ahead on a helper thread, or with ``process`` in a forked process
+        where one can run (same values; see :mod:`upgd.optim.noise`, :mod:`upgd.optim.noise_process`).
         The runner turns it on for CPU runs and calls :meth:`step_done` after every step."""
         if self.generator is not None and self.generator.device.type == "cpu" and self.prefetcher is None:
-            self.prefetcher = NoisePrefetcher(self.generator)
+            if process and noise_process.usable(self.generator):
+                self.prefetcher = noise_process.NoiseProcess(self.generator)
+            else:
+                self.prefetcher = NoisePrefetcher(self.generator)
 
     def step_done(self) -> None:
         if self.prefetcher is not None:
