@@ -254,3 +254,41 @@ def test_a_closed_pipe_stops_quietly(tmp_path):
     proc = subprocess.run(f"{sys.executable} {script} | head -n 1", shell=True, capture_output=True, text=True)
     assert proc.stdout == "line 0\n"
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+
+
+def _unframed(data: bytes) -> bytes:
+    """The opcodes of a protocol-5 pickle, its FRAME headers removed wherever they are."""
+    import pickletools
+
+    ops = [(op.name, pos) for op, _, pos in pickletools.genops(data)]
+    ends = [pos for _, pos in ops[1:]] + [len(data)]
+    return b"".join(data[pos:end] for (name, pos), end in zip(ops, ends) if name != "FRAME")
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 999, 1000, 1001, 2000, 2345])
+def test_atomic_pickle_dict_writes_the_opcodes_of_pickling_the_whole_dict(tmp_path, n):
+    """Streamed pair by pair, the file loads as the dict and holds exactly the opcodes pickle.dump
+    gives for it (batches of 1000 and the one-item special case included); values larger than a
+    frame too."""
+    import pickle
+    import random
+
+    from forgetting_common.atomic import atomic_pickle_dict
+    from forgetting_common.safeload import load_pickle
+
+    rng = random.Random(n)
+    d = {}
+    for k in range(n):
+        d[rng.randrange(10**6) if k % 7 else k] = [[rng.random() for _ in range(rng.randrange(1, 40))],
+                                                   [rng.randrange(2) for _ in range(30)], []]
+    if n > 2:
+        d["train"] = [[], [rng.random() for _ in range(20000)]]  # 180 kB: several frames
+        d["test"] = [[], [99.5, 12]]
+    path = atomic_pickle_dict(d.items(), tmp_path / "s.pkl")
+    data = path.read_bytes()
+    loaded = load_pickle(path, what="statistics file")
+    assert loaded == d and list(loaded) == list(d)
+    assert _unframed(data) == _unframed(pickle.dumps(d, protocol=5))
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask

@@ -8,11 +8,12 @@ The result gets the permissions of any newly created file (``0666`` less the uma
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -118,3 +119,83 @@ def atomic_pickle_dump(obj: Any, path: str | os.PathLike[str]) -> Path:
     with atomic_open(path) as handle:
         pickle.dump(obj, handle, protocol=pickle.HIGHEST_PROTOCOL)
     return Path(path)
+
+
+#: pickle's own sizes: frames of at least 64 KiB, dict items in batches of 1000 (CPython's C pickler)
+_FRAME_TARGET, _BATCH = 64 * 1024, 1000
+
+
+def atomic_pickle_dict(items: Iterable[tuple[Any, Any]], path: str | os.PathLike[str]) -> Path:
+    """Pickle the dict of ``items`` (its pairs, in order) into ``path`` without ever holding the dict.
+
+    Each pair is pickled on its own and the pieces are joined into the opcode stream that
+    ``pickle.dump(dict(items), f, protocol=5)`` writes for a plain dict (the same opcodes; the 64 KiB
+    frames may be cut elsewhere), so it loads as that dict with any unpickler. Keys and values must
+    not share objects with one another (plain numbers, strings and lists of them): shared objects
+    would be written twice instead of referenced. A 200-epoch statistics dict of 60,000 examples is
+    36 M Python floats (about 1 GB) when built whole; written this way it never exists.
+    """
+    import pickle
+
+    with atomic_open(path) as handle:
+        handle.write(pickle.PROTO + bytes([5]))
+        out = _Framer(handle)
+        out.write(pickle.EMPTY_DICT + pickle.MEMOIZE)
+        pairs = (_opcodes(key) + _opcodes(value) for key, value in items)
+        batch = list(itertools.islice(pairs, _BATCH))
+        if len(batch) == 1:  # the C pickler's special case for a one-item dict
+            out.write(batch[0] + pickle.SETITEM)
+        elif batch:
+            while True:  # its batching loop: after a full batch it writes one more, possibly empty
+                out.write(pickle.MARK)
+                for piece in batch:
+                    out.write(piece)
+                out.write(pickle.SETITEMS)
+                if len(batch) < _BATCH:
+                    break
+                batch = list(itertools.islice(pairs, _BATCH))
+        out.write(pickle.STOP)
+        out.commit()
+    return Path(path)
+
+
+def _opcodes(obj: Any) -> bytes:
+    """``obj``'s protocol-5 pickle without its PROTO header, frames and STOP: the opcodes a pickle
+    of a container holding it would contain."""
+    import pickle
+
+    data = pickle.dumps(obj, protocol=5)
+    pos, parts = 2, []
+    while pos < len(data) and data[pos] == pickle.FRAME[0]:  # frames follow one another from the start
+        size = int.from_bytes(data[pos + 1 : pos + 9], "little")
+        parts.append(data[pos + 9 : pos + 9 + size])
+        pos += 9 + size
+    parts.append(data[pos:])
+    body = b"".join(parts)
+    if not body.endswith(pickle.STOP):
+        raise ValueError("unexpected pickle layout")
+    return body[:-1]
+
+
+class _Framer:
+    """Groups opcodes into FRAMEs of about 64 KiB, as the pickler does (a last piece under 4 bytes
+    goes without a header)."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle, self.parts, self.size = handle, [], 0
+
+    def write(self, data: bytes) -> None:
+        self.parts.append(data)
+        self.size += len(data)
+        if self.size >= _FRAME_TARGET:
+            self.commit()
+
+    def commit(self) -> None:
+        import pickle
+
+        data = b"".join(self.parts)
+        if len(data) >= 4:
+            self.handle.write(pickle.FRAME + len(data).to_bytes(8, "little"))
+        self.handle.write(data)
+        self.parts, self.size = [], 0
+
