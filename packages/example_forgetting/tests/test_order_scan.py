@@ -166,3 +166,23 @@ def test_streamed_statistics_pickle_has_the_opcodes_of_pickle_dumps(tmp_path):
     ids, acc, _ = acc_matrix(stats, epochs)
     scanned = scan_accuracies(path, epochs)
     assert scanned is not None and np.array_equal(scanned[0], ids) and np.array_equal(scanned[1], acc)
+
+
+def test_pickle_write_benchmark_runs_and_feeds_forgetting_bench():
+    """benchmarks/bench_pickle_write.py at a small size: both writers give the same dict, the streamed
+    one adds no peak memory beyond the recorder, and `forgetting bench` reads its rows."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from example_forgetting.claims import example_forgetting_pickle_rows
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_pickle_write.py"
+    done = subprocess.run([sys.executable, str(script), "--examples", "6000", "--epochs", "50"],
+                          capture_output=True, text=True, timeout=300, check=True)
+    summary = json.loads(done.stdout.splitlines()[-1])
+    assert summary["same_dict"] is True and summary["examples"] == 6000
+    assert summary["added_mib_ours"] < summary["added_mib_baseline"]
+    (row,) = example_forgetting_pickle_rows(done.stdout)
+    assert row["case"] == "statistics pickle write, 6,000 x 50 epochs" and row["ours"] > 0 and row["baseline"] > 0

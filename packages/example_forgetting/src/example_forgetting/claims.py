@@ -16,6 +16,7 @@ recorded numbers.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -259,6 +260,21 @@ def example_forgetting_epoch_rows(stdout: str) -> list[dict]:
             for kind, v in found.items() if "ours" in v and "baseline" in v]
 
 
+def example_forgetting_pickle_rows(stdout: str) -> list[dict]:
+    """``bench_pickle_write.py`` prints one JSON object per case (``case``, ``seconds``, ``peak_mib``),
+    then a summary whose ``examples`` and ``epochs`` name the size."""
+    objects = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    cases = {o["case"]: o for o in objects if "case" in o}
+    size = next((o for o in objects if "examples" in o), None)
+    if size is None or not {"ours", "baseline"} <= set(cases):
+        return []
+    n = size["examples"]
+    ours, base = cases["ours"], cases["baseline"]
+    return [{"case": f"statistics pickle write, {n:,} x {size['epochs']} epochs", "unit": "examples/s",
+             "ours": n / max(ours["seconds"], 1e-9), "baseline": n / max(base["seconds"], 1e-9),
+             "peak_mib": ours["peak_mib"], "baseline_peak_mib": base["peak_mib"]}]
+
+
 BENCHMARKS = [  # `forgetting bench`: epochs beside the original-style pipeline, and the sorting script
     {"name": "epoch", "script": "benchmarks/bench_epoch.py",
      "args": ["--data_root", "{data}"],  # quick: $FORGETTING_DATA if set, else synthetic data
@@ -268,6 +284,8 @@ BENCHMARKS = [  # `forgetting bench`: epochs beside the original-style pipeline,
      "args": ["--data_root", "{data}"],
      "quick_args": ["--skip", "mnist", "--runs", "2", "--n", "5000", "--epochs", "20"],
      "json_flag": "--json", "rows": example_forgetting_scale_rows},
+    {"name": "pickle_write", "script": "benchmarks/bench_pickle_write.py", "args": [],
+     "quick_args": ["--examples", "5000", "--epochs", "20"], "json_flag": None, "rows": example_forgetting_pickle_rows},
 ]
 
 
