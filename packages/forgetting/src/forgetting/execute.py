@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import submitit
@@ -68,10 +69,11 @@ def failure_line(path: Path, distributed: bool) -> str:
 
 
 def execute_run(root: str, name: str, env: dict[str, str] | None = None, slurm_job: str | None = None,
-                procs: int | None = None) -> str:
+                procs: int | None = None, started: Callable[[subprocess.Popen], None] | None = None) -> str:
     """Run ``name`` of the sweep in ``root`` unless it is finished; return its final state.
 
     ``procs`` processes (default: the run's GPUs) start it through torchrun when above one.
+    ``started`` is told the run's process once it runs (a launcher passes a stop on to it).
     """
     sweep_dir = SweepDir(Path(root))
     manifest = sweep_dir.manifest()
@@ -108,6 +110,8 @@ def execute_run(root: str, name: str, env: dict[str, str] | None = None, slurm_j
         proc = subprocess.Popen([sys.executable, *launch], cwd=manifest["package_dir"], env=child_env,
                                 stdout=out, stderr=err, stdin=subprocess.DEVNULL)
         sweep_dir.write_state(name, state=RUNNING, pid=proc.pid, started=time.time(), **common)
+        if started is not None:
+            started(proc)
         try:
             # wait4 rather than wait: the kernel's account of the run's own CPU time and peak memory
             _, status, usage = os.wait4(proc.pid, 0)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -81,17 +83,24 @@ class LocalLauncher:
         free: Queue[dict[str, str]] = Queue()
         for slot in slots:
             free.put(slot)
+        stopping = threading.Event()
+        running: dict[str, subprocess.Popen] = {}
 
         def one(name: str) -> str:
             slot = free.get()
             try:
-                return execute_run(str(sweep_dir.root), name, env=slot, procs=self.procs())
+                if stopping.is_set():  # the sweep was stopped while this run waited for a slot
+                    return PENDING
+                return execute_run(str(sweep_dir.root), name, env=slot, procs=self.procs(),
+                                   started=lambda proc: running.__setitem__(name, proc))
             finally:
+                running.pop(name, None)
                 free.put(slot)
 
         tries = dict.fromkeys(names, 0)
-        with ThreadPoolExecutor(max_workers=len(slots)) as pool:
-            futures = {pool.submit(one, n): n for n in names}
+        pool = ThreadPoolExecutor(max_workers=len(slots))
+        futures = {pool.submit(one, n): n for n in names}
+        try:
             while futures:
                 done, _ = wait(futures, return_when=FIRST_COMPLETED)
                 for fut in done:
@@ -102,6 +111,32 @@ class LocalLauncher:
                         futures[pool.submit(one, name)] = name
                     else:
                         progress(name, state)
+        except BaseException:
+            # Stopped (Ctrl-C, SIGTERM, a failure here): start nothing more, and see that the runs in
+            # progress stop and leave their checkpoints; the queued ones stay pending for the next call.
+            stopping.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            _stop_runs(running, [f for f in futures if not f.cancelled()])
+            raise
+        finally:
+            pool.shutdown(wait=True)
+
+
+#: seconds the runs in progress get to stop by themselves once the sweep is stopped (a signal sent to
+#: the process group reached them too) before they are sent SIGTERM (one sent to this process alone)
+STOP_GRACE_S = 10.0
+
+
+def _stop_runs(running: dict[str, subprocess.Popen], in_flight: list) -> None:
+    """Wait for the runs in progress to end, passing them SIGTERM if they do not within the grace
+    period, so that each is recorded as interrupted with its checkpoint, never left running alone."""
+    _, pending = wait(in_flight, timeout=STOP_GRACE_S)
+    if not pending:
+        return
+    for proc in list(running.values()):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    wait(pending)
 
 
 @dataclass
