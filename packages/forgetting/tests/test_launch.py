@@ -28,7 +28,7 @@ def test_cpu_processes_share_the_cores(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     monkeypatch.setattr("os.cpu_count", lambda: 8)
     slots = LocalLauncher(procs_per_run=2).slots()
-    assert len(slots) == 4 and slots[0]["OMP_NUM_THREADS"] == "1"
+    assert len(slots) == 4 and slots[0]["OMP_NUM_THREADS"] == "1" and slots[0]["FORGETTING_CPUS"] == "2"
     slots = LocalLauncher(jobs=1, procs_per_run=2).slots()
     assert len(slots) == 1 and slots[0]["OMP_NUM_THREADS"] == "4"
 

@@ -403,6 +403,7 @@ def test_stats_process_without_room_in_shared_memory_runs_on_the_thread(tmp_path
 def test_stats_worker_auto_takes_the_processes_only_with_two_idle_cores(monkeypatch):
     import upgd.stats_process as sp
 
+    monkeypatch.delenv("FORGETTING_CPUS", raising=False)
     monkeypatch.setattr(sp.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     loads = {"idle": [3.0, 5.0, 100.0, 100.0], "busy": [90.0, 60.0, 100.0, 100.0]}  # cores 0-1 idle / not
     for state, expected in (("idle", "process"), ("busy", "thread")):
@@ -410,6 +411,11 @@ def test_stats_worker_auto_takes_the_processes_only_with_two_idle_cores(monkeypa
         assert sp.choose("auto", 1_000_000) == expected
     assert sp.choose("auto", sp.AUTO_MIN_SAMPLES - 1) == "thread"  # short runs: no fork, no look at the cores
     assert sp.choose("thread", 10**6) == "thread" and sp.choose("process", 10) == "process"
+    monkeypatch.setattr(sp.psutil, "cpu_percent", lambda interval, percpu: loads["idle"])
+    monkeypatch.setenv("FORGETTING_CPUS", "1")  # one run of a local sweep running two at once on two cores
+    assert sp.choose("auto", 1_000_000) == "thread"
+    monkeypatch.setenv("FORGETTING_CPUS", "2")
+    assert sp.choose("auto", 1_000_000) == "process"
     monkeypatch.setattr(sp.os, "sched_getaffinity", lambda pid: {0})
     assert sp.choose("auto", 1_000_000) == "thread"
 

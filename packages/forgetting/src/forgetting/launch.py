@@ -25,6 +25,9 @@ from forgetting.sweep import FAILED, FINISHED, INTERRUPTED, PENDING, SweepDir
 
 Progress = Callable[[str, str], None]  # (run name, final state)
 
+#: the cores a run of a local sweep may use (its share when several run at once)
+CPUS_ENV = "FORGETTING_CPUS"
+
 
 def visible_gpus() -> list[str]:
     """GPU ids this process may use: CUDA_VISIBLE_DEVICES if set, else those nvidia-smi lists."""
@@ -68,9 +71,12 @@ class LocalLauncher:
         procs = self.procs_per_run or 1
         cores = os.cpu_count() or 1
         n = self.jobs or max(1, cores // procs)
-        # each CPU process gets its share of the cores, so N runs do not fight over threads
+        # each CPU process gets its share of the cores, so N runs do not fight over threads; a run
+        # that decides by itself how many helper processes to start reads its share too
         threads = str(max(1, cores // (n * procs)))
-        return [{"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}] * n
+        share = str(max(1, cores // n))
+        return [{"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+                 CPUS_ENV: share}] * n
 
     def procs(self) -> int | None:
         """Processes per run, when this launch sets it for every run (else each run's own GPUs decide)."""

@@ -62,7 +62,8 @@ def choose(setting: str, n_samples: int) -> str:
         cores = sorted(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return "thread"
-    if len(cores) < 2:
+    share = os.environ.get("FORGETTING_CPUS", "")  # a `forgetting reproduce` sweep's share of the cores
+    if len(cores) < 2 or (share.isdigit() and int(share) < 2):
         return "thread"
     busy = psutil.cpu_percent(interval=0.25, percpu=True)
     idle = sum(100.0 - busy[c] for c in cores if c < len(busy)) / 100.0
