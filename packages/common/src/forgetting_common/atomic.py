@@ -63,7 +63,7 @@ def atomic_open(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
         raise
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes | memoryview) -> Path:
     with atomic_open(path) as handle:
         handle.write(data)
     return Path(path)
@@ -108,7 +108,8 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
 
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    return atomic_write_bytes(path, buffer.getvalue())
+    with buffer.getbuffer() as view:  # no second copy of a checkpoint that may hold hundreds of MB
+        return atomic_write_bytes(path, view)
 
 
 def atomic_pickle_dump(obj: Any, path: str | os.PathLike[str]) -> Path:
