@@ -79,14 +79,23 @@ def run_main(main: Callable[[], object], prog: str | None = None) -> None:
             raise
         _fail(name, describe_os_error(err))
     except Terminated:
-        print(f"{name}: terminated (SIGTERM)", file=sys.stderr)
+        say(f"{name}: terminated (SIGTERM)")
         sys.exit(143)
     except KeyboardInterrupt:
-        print(f"{name}: interrupted", file=sys.stderr)
+        say(f"{name}: interrupted")
         sys.exit(130)
+
+
+def say(line: str) -> None:
+    """``line`` on stderr in one write: Python's stderr passes each write straight through, so
+    ``print`` writes the text and its newline apart, and another process writing to the same pipe
+    (a torchrun peer's warning) could land between them and glue two messages into one line. One
+    write of under 4 KiB to a pipe is atomic."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def _fail(name: str, message: str) -> None:
     message = " ".join(message.split())  # always one line
-    print(f"{name}: error: {message}", file=sys.stderr)
+    say(f"{name}: error: {message}")
     sys.exit(USER_ERROR_EXIT)
