@@ -327,16 +327,7 @@ def test_stats_process_ends_when_its_parent_is_gone():
     os.close(worker.todo)  # what the kernel does to a dead parent's end of the pipe
     os.close(worker.done)
     worker.todo = worker.done = None
-    for _ in range(200):
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        time.sleep(0.05)
-    else:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-        pytest.fail("the statistics process outlived its parent's pipe by 10 s")
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    _exits_by_itself(pid, "statistics")
 
 
 def _straightforward_stats(net):
@@ -433,6 +424,13 @@ def test_noise_process_ends_when_its_parent_is_gone():
     os.close(ahead.free_w)
     os.close(ahead.ready_r)
     ahead.pid = ahead.free_w = ahead.ready_r = None
+    _exits_by_itself(pid, "noise")
+
+
+def _exits_by_itself(pid: int, what: str) -> None:
+    """The child ``pid`` ends, with status 0, within 10 s of its parent's pipe closing."""
+    import os
+
     for _ in range(200):
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
@@ -441,5 +439,5 @@ def test_noise_process_ends_when_its_parent_is_gone():
     else:
         os.kill(pid, 9)
         os.waitpid(pid, 0)
-        pytest.fail("the noise process outlived its parent's pipe by 10 s")
+        pytest.fail(f"the {what} process outlived its parent's pipe by 10 s")
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
