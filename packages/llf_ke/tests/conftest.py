@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from forgetting_common.testing import load_module
 
 PACKAGE = Path(__file__).resolve().parents[1]
 SCRIPT = PACKAGE / "train_KE_cls.py"
@@ -25,17 +25,21 @@ SEED_LINES = {
 torch.set_num_threads(1)
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("train_KE_cls_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="session")
 def script():
     """The real ``train_KE_cls.py`` module; call ``script.main(argv)``."""
-    return _load_script()
+    return load_module(SCRIPT, "train_KE_cls_script")
+
+
+@pytest.fixture(scope="session")
+def data(tmp_path_factory) -> Path:
+    """``<root>/Folder/{train,val,test}/``: 4 classes of 12-px images (3 / 2 / 2 per class), for the
+    short kill-and-resume and tracking runs (their argv: ``llf_ke.fake.tiny_run_argv``)."""
+    from llf_ke.fake import write_fake_folder_set
+
+    root = tmp_path_factory.mktemp("folder_data")
+    write_fake_folder_set(root, "Folder", 4, {"train": 3, "val": 2, "test": 2}, size=12)
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -22,22 +22,12 @@ from forgetting_common.testing import (
     tensorboard_scalars,
 )
 from llf_ke.cli import parse_args
-from llf_ke.fake import write_fake_folder_set
+from llf_ke.fake import tiny_run_argv
 from llf_ke.outputs import read_csv
 
 
 def _argv(data, ckpt, *extra):
-    return ["--epochs", "3", "--num_generations", "2", "--name", "kill", "--weight_decay", "0.0001",
-            "--arch", "Split_ResNet18", "--reset_layer_name", "layer4", "--set", "Folder", "--data", str(data),
-            "--no_wandb", "--device", "cpu", "--image_size", "16", "-t", "0", "--test_interval", "2",
-            "--warmup_length", "1", "--checkpoints_dir", str(ckpt), "--init_seed", "0", "--quiet", *extra]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("folder_data")
-    write_fake_folder_set(root, "Folder", 4, {"train": 3, "val": 2, "test": 2}, size=12)
-    return root
+    return tiny_run_argv(data, ckpt, "kill", *extra, epochs=3, test_interval=2)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from forgetting_common.runlog import read_metrics
-from forgetting_common.testing import torchrun
+from forgetting_common.testing import load_module, torchrun
 from llf_ke.cli import parse_args
 from llf_ke.fake import write_fake_folder_set
 from llf_ke.outputs import read_csv
@@ -28,13 +27,6 @@ SCRIPT = TESTS.parent / "train_KE_cls.py"
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                                 reason="torch.distributed with gloo is needed")
-
-
-def _load_step():
-    spec = importlib.util.spec_from_file_location("llf_ke_ddp_step", TESTS / "ddp_step.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _assert_same_state(got: dict, ref: dict, what: str, exact: bool = False) -> None:
@@ -49,7 +41,7 @@ def _assert_same_state(got: dict, ref: dict, what: str, exact: bool = False) -> 
 def test_one_epoch_on_two_ranks_equals_one_process(tmp_path):
     done = torchrun([TESTS / "ddp_step.py", tmp_path], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    step = _load_step()
+    step = load_module(TESTS / "ddp_step.py", "llf_ke_ddp_step")
     got = {(case, r): torch.load(tmp_path / f"{case}_rank{r}.pt", weights_only=True)
            for case in step.CASES for r in (0, 1)}
 

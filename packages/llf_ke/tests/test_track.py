@@ -17,7 +17,7 @@ from forgetting_common.runlog import read_metrics
 from forgetting_common.testing import metrics_rows_without_time, tensorboard_scalars
 from forgetting_common.trackers import TRACKER_NAMES, ForgettingTracker, read_npz
 from llf_ke.cli import parse_args
-from llf_ke.fake import write_fake_folder_set
+from llf_ke.fake import tiny_run_argv
 from llf_ke.tracking import GenerationEvents
 
 ALL = ",".join(TRACKER_NAMES)
@@ -25,17 +25,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "train_KE_cls.py"
 
 
 def _argv(data, ckpt, name, *extra):
-    return ["--epochs", "2", "--num_generations", "2", "--name", name, "--weight_decay", "0.0001",
-            "--arch", "Split_ResNet18", "--reset_layer_name", "layer4", "--set", "Folder", "--data", str(data),
-            "--no_wandb", "--device", "cpu", "--image_size", "16", "-t", "0", "--test_interval", "1",
-            "--warmup_length", "1", "--checkpoints_dir", str(ckpt), "--init_seed", "0", "--quiet", *extra]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("track_data")
-    write_fake_folder_set(root, "Folder", 4, {"train": 3, "val": 2, "test": 2}, size=12)
-    return root
+    return tiny_run_argv(data, ckpt, name, *extra, epochs=2, test_interval=1)
 
 
 @pytest.fixture(scope="module")

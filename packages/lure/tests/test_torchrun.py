@@ -9,14 +9,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
 from forgetting_common.runlog import read_metrics
-from forgetting_common.testing import torchrun
+from forgetting_common.testing import load_module, torchrun
 
 TESTS = Path(__file__).resolve().parent
 PACKAGE = TESTS.parent
@@ -25,17 +24,10 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torc
                                 reason="torch.distributed with gloo is needed")
 
 
-def _load_step():
-    spec = importlib.util.spec_from_file_location("lure_ddp_step", TESTS / "ddp_step.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_one_epoch_on_two_ranks_equals_one_process(tmp_path):
     done = torchrun([TESTS / "ddp_step.py", tmp_path], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    step = _load_step()
+    step = load_module(TESTS / "ddp_step.py", "lure_ddp_step")
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     for name in step.MODELS:
         ref = step.reference(name)

@@ -71,6 +71,17 @@ def torchrun(args: Sequence[object], cwd: str | os.PathLike[str], env: dict[str,
                           text=True, timeout=timeout)
 
 
+def load_module(path: str | os.PathLike[str], name: str):
+    """The Python file ``path`` (a script or a test helper beside the tests, not on ``sys.path``)
+    imported as module ``name``."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def exists(path: str | os.PathLike[str]) -> Callable[[], bool]:
     """A kill condition: ``path`` exists (say, the first checkpoint)."""
     target = Path(path)
